@@ -1,0 +1,3 @@
+from xcr0tool.cli import main
+
+main()

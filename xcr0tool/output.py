@@ -1,0 +1,69 @@
+"""Where output goes: rich on a terminal, plain text in a pipe, JSON, raw bytes.
+
+Binary output goes only to a file or a pipe, never to a terminal (like gzip). Files are
+written to a temporary name beside the target and renamed, so a failure leaves no
+partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
+
+from xcr0tool.errors import XcrError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; imported only when a terminal will see it. rich itself honours
+    NO_COLOR."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def write_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2))
+    sys.stdout.write("\n")
+
+
+def write_atomic(path: str, fill: Callable[[IO[bytes]], object]) -> None:
+    """Write a file through a temporary beside it; on any failure remove the temporary."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".xcr0tool-", dir=directory)
+    except OSError as exc:
+        raise XcrError(f"{path}: cannot write here: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_binary(data: bytes, output: str | None) -> None:
+    """Raw bytes to -o FILE, or to stdout when stdout is not a terminal."""
+    if output is not None and output != "-":
+        write_atomic(output, lambda out: out.write(data))
+        return
+    if stdout_is_terminal():
+        raise XcrError(
+            "refusing to write binary data to a terminal: pass -o FILE or pipe the output"
+        )
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()

@@ -1,0 +1,251 @@
+"""Rendering of decode and layout results: JSON (the documented contract), plain text for
+pipes, rich tables for terminals. Presentation never parses: values come from the model."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from xcr0tool.components import component, describe_mask
+from xcr0tool.descriptions import describe
+from xcr0tool.image import XsaveImage
+from xcr0tool.layout import Layout
+from xcr0tool.registers import Register, registers
+from xcr0tool.sources import SourceResult
+
+
+def select(regs: Sequence[Register], patterns: Sequence[str]) -> list[Register]:
+    if not patterns:
+        return list(regs)
+    return [r for r in regs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+
+
+def hex_value(register: Register) -> str:
+    return f"{register.value:#x}"
+
+
+# JSON ---------------------------------------------------------------------------------
+def layout_json(layout: Layout) -> dict[str, object]:
+    return layout.to_json()
+
+
+def image_json(image: XsaveImage, patterns: Sequence[str] = ()) -> dict[str, object]:
+    return {
+        "tid": image.tid,
+        "format": image.format,
+        "size": len(image.data),
+        "xcr0": hex(image.xcr0),
+        "xcr0_source": image.xcr0_source,
+        "xstate_bv": hex(image.xstate_bv),
+        "xcomp_bv": hex(image.xcomp_bv),
+        "components": [
+            {
+                "id": i,
+                "name": component(i).name,
+                "offset": image.offsets[i],
+                "size": image.size_of(i),
+                "in_use": image.in_use(i),
+            }
+            for i in image.component_ids
+        ],
+        "registers": {r.name: hex_value(r) for r in select(registers(image), patterns)},
+        "notes": list(image.notes),
+    }
+
+
+def decode_json(result: SourceResult, patterns: Sequence[str] = ()) -> dict[str, object]:
+    layout = result.layout or result.images[0].layout
+    return {
+        "source": result.name,
+        "kind": result.kind,
+        **({"details": result.details} if result.details else {}),
+        "layout": layout_json(layout),
+        "threads": [image_json(image, patterns) for image in result.images],
+    }
+
+
+# Text ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ThreadView:
+    """What both the plain and the rich renderer show of one image."""
+
+    title: str
+    summary: list[tuple[str, str]]
+    components: list[tuple[str, str, str, str, str]]  # id, name, offset, size, state
+    registers: list[tuple[str, str, str, bool]]  # name, hex, description, in use
+
+
+def thread_view(image: XsaveImage, patterns: Sequence[str]) -> ThreadView:
+    title = f"thread {image.tid}" if image.tid is not None else image.origin
+    summary = [
+        ("format", f"{image.format}, {len(image.data)} bytes"),
+        ("XCR0", f"{image.xcr0:#x} ({describe_mask(image.xcr0)}) from {image.xcr0_source}"),
+        ("XSTATE_BV", f"{image.xstate_bv:#x} ({describe_mask(image.xstate_bv)})"),
+        ("XCOMP_BV", f"{image.xcomp_bv:#x}"),
+    ]
+    frame = image.signal_frame
+    if frame is not None:
+        summary.append(
+            (
+                "signal frame",
+                f"xfeatures {frame.xfeatures:#x}, xstate_size {frame.xstate_size},"
+                f" extended_size {frame.extended_size},"
+                f" magic2 {'ok' if frame.magic2_ok else 'MISSING'}",
+            )
+        )
+    summary.extend(("note", note) for note in image.notes)
+    stale = image.stale_components()
+    if stale:
+        names = ", ".join(component(i).name for i in stale)
+        summary.append(("stale", f"init-state components with leftover bytes: {names}"))
+    rows = [
+        (
+            str(i),
+            component(i).name,
+            str(image.offsets[i]),
+            str(image.size_of(i)),
+            "in use" if image.in_use(i) else "init",
+        )
+        for i in image.component_ids
+    ]
+    regs = [
+        (r.name, hex_value(r), describe(r.name, r.value), r.in_use)
+        for r in select(registers(image), patterns)
+    ]
+    return ThreadView(title, summary, rows, regs)
+
+
+def decode_text(result: SourceResult, patterns: Sequence[str]) -> str:
+    layout = result.layout or result.images[0].layout
+    lines = [f"source: {result.name} ({_kind(result)})", f"layout: {layout.source}"]
+    lines += [f"warning: {w}" for w in result.warnings]
+    for image in result.images:
+        view = thread_view(image, patterns)
+        lines.append("")
+        lines.append(f"{view.title}:")
+        lines += [f"  {key}: {value}" for key, value in view.summary]
+        if not patterns:
+            lines.append("  components:")
+            lines += [
+                f"    {cid:>2} {name:<10} offset {offset:>5} size {size:>5} {state}"
+                for cid, name, offset, size, state in view.components
+            ]
+        width = max((len(r[0]) for r in view.registers), default=0)
+        for name, value, text, _in_use in view.registers:
+            lines.append(f"  {name:<{width}} {value}" + (f"  {text}" if text else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _kind(result: SourceResult) -> str:
+    details = ", ".join(result.details.values())
+    threads = f"{len(result.images)} thread{'s' if len(result.images) != 1 else ''}"
+    return ", ".join(x for x in (result.kind, details, threads) if x)
+
+
+def decode_rich(result: SourceResult, patterns: Sequence[str]) -> None:
+    from rich.table import Table
+
+    from xcr0tool.output import console
+
+    out = console()
+    layout = result.layout or result.images[0].layout
+    out.print(f"[bold]{result.name}[/bold] ({_kind(result)})")
+    out.print(f"layout: {layout.source}")
+    for warning in result.warnings:
+        console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
+    for image in result.images:
+        view = thread_view(image, patterns)
+        out.print()
+        out.rule(f"[bold]{view.title}")
+        for key, value in view.summary:
+            out.print(f"  [cyan]{key}[/cyan]: {value}")
+        if not patterns:
+            table = Table("id", "component", "offset", "size", "state", box=None, padding=(0, 1))
+            for cid, name, offset, size, state in view.components:
+                table.add_row(
+                    cid, name, offset, size, state if state == "init" else f"[green]{state}"
+                )
+            out.print(table)
+        by_component = _group(image, view)
+        for title, rows in by_component:
+            table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+            table.add_column("register", style="bold")
+            table.add_column("value", overflow="fold")
+            table.add_column("")
+            for name, value, text, in_use in rows:
+                table.add_row(name, value if in_use else f"[dim]{value}", text)
+            out.print(table)
+
+
+def _group(
+    image: XsaveImage, view: ThreadView
+) -> list[tuple[str, list[tuple[str, str, str, bool]]]]:
+    owner = {r.name: r.component for r in registers(image)}
+    groups: dict[int, list[tuple[str, str, str, bool]]] = {}
+    for row in view.registers:
+        groups.setdefault(owner[row[0]], []).append(row)
+    return [
+        (f"{component(cid).title}{'' if image.in_use(cid) else ' (init state)'}", rows)
+        for cid, rows in sorted(groups.items())
+    ]
+
+
+def layout_text(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> str:
+    rows = layout_rows(layout, xcr0, xcomp_bv)
+    lines = [f"layout: {layout.source}"]
+    lines += [f"note: {n}" for n in layout.notes]
+    header = ("id", "name", "size", "standard", "compacted", "aligned", "kind")
+    lines.append("  ".join(f"{h:>9}" for h in header))
+    lines += ["  ".join(f"{c:>9}" for c in row) for row in rows]
+    lines += _layout_totals(layout, xcr0, xcomp_bv)
+    return "\n".join(lines) + "\n"
+
+
+def layout_rows(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> list[tuple[str, ...]]:
+    compacted = layout.compacted_offsets(xcomp_bv) if xcomp_bv is not None else {}
+    rows: list[tuple[str, ...]] = []
+    for entry in layout.entries():
+        if xcr0 is not None and not (xcr0 | (xcomp_bv or 0)) >> entry.id & 1:
+            continue
+        rows.append(
+            (
+                str(entry.id),
+                entry.name,
+                str(entry.size),
+                "-" if entry.standard_offset is None else str(entry.standard_offset),
+                str(compacted[entry.id]) if entry.id in compacted else "-",
+                "yes" if entry.aligned else "no",
+                "supervisor" if entry.supervisor else "user",
+            )
+        )
+    return rows
+
+
+def _layout_totals(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> list[str]:
+    lines = []
+    if xcr0 is not None:
+        lines.append(f"standard size for XCR0 {xcr0:#x}: {layout.standard_size(xcr0)}")
+    if xcomp_bv is not None:
+        lines.append(
+            f"compacted size for XCOMP_BV {xcomp_bv:#x}: {layout.compacted_size(xcomp_bv)}"
+        )
+    return lines
+
+
+def layout_rich(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> None:
+    from rich.table import Table
+
+    from xcr0tool.output import console
+
+    out = console()
+    table = Table(title=f"layout: {layout.source}", title_justify="left")
+    for column in ("id", "name", "size", "standard", "compacted", "aligned", "kind"):
+        table.add_column(
+            column, justify="right" if column in ("id", "size", "standard", "compacted") else "left"
+        )
+    for row in layout_rows(layout, xcr0, xcomp_bv):
+        table.add_row(*row)
+    out.print(table)
+    for line in [*(f"note: {n}" for n in layout.notes), *_layout_totals(layout, xcr0, xcomp_bv)]:
+        out.print(line)

@@ -1,0 +1,228 @@
+"""Input sources: turn what the user named into XSAVE images.
+
+    FILE         a raw XSAVE image (standard or compacted), or an ELF core (every thread)
+    FILE@TID     one thread of an ELF core
+    -            a raw image (or a core) on standard input
+    pid:N        every thread of a live process, through ptrace
+    self         XSAVE and XSAVEC snapshots of this tool's own thread
+
+Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note,
+then --layout FILE or NAME, then a guess from XCR0 and the image size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.image import XsaveImage, build_image
+from xcr0tool.layout import Layout, layout_from_note
+
+ELF_MAGIC = b"\x7fELF"
+RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
+
+
+@dataclass
+class SourceResult:
+    name: str  # as the user named it
+    kind: str  # "raw", "elf-core", "process", "self"
+    images: list[XsaveImage]
+    layout: Layout | None  # the layout shared by all images (None if they differ)
+    details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_layout_option(value: str | None) -> Layout | None:
+    """--layout NAME (a built-in profile) or FILE (a CPUID dump or a JSON layout)."""
+    if value is None:
+        return None
+    from xcr0tool.profiles import NAMES, profile_layout
+
+    if value in NAMES:
+        return profile_layout(value)
+    if not os.path.exists(value):
+        raise XcrError(
+            f"--layout {value}: no such file, and not a built-in layout ({', '.join(NAMES)})"
+        )
+    from xcr0tool.cpuiddump import load_layout_file
+
+    return load_layout_file(value)
+
+
+def split_thread(name: str) -> tuple[str, int | None]:
+    """'core.123@4242' -> ('core.123', 4242) when the whole name is not itself a file."""
+    path, sep, tid = name.rpartition("@")
+    if sep and tid.isdigit() and not os.path.exists(name):
+        return path, int(tid)
+    return name, None
+
+
+def _check_readable_file(path: str) -> None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except PermissionError:
+        raise InputError(path, "permission denied") from None
+    except OSError as exc:
+        raise InputError(path, exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(path, "is a directory, not an XSAVE image or a core")
+
+
+@contextmanager
+def _stdin_as_file() -> Iterator[tuple[str, bytes]]:
+    """Standard input, spooled to a temporary file only if it is an ELF core (cores may be
+    large; images are small and read whole)."""
+    stream = sys.stdin.buffer
+    head = stream.read(4)
+    if head != ELF_MAGIC:
+        yield "", head + stream.read(RAW_LIMIT)
+        return
+    with tempfile.NamedTemporaryFile(prefix="xcr0tool-stdin-", suffix=".core") as spool:
+        spool.write(head)
+        shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.flush()
+        yield spool.name, b""
+
+
+def open_source(
+    name: str,
+    *,
+    layout_option: str | None = None,
+    xcr0: int | None = None,
+    host_fallback: bool = True,
+) -> SourceResult:
+    explicit = resolve_layout_option(layout_option)
+    if name.startswith("pid:"):
+        return _process(name, explicit, xcr0)
+    if name == "self":
+        return _self(explicit)
+    if name == "-":
+        with _stdin_as_file() as (spool, data):
+            if spool:
+                return _core(spool, "<stdin>", None, explicit)
+            return _raw(data, "<stdin>", explicit, xcr0, host_fallback)
+    path, tid = split_thread(name)
+    _check_readable_file(path)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if head == ELF_MAGIC:
+            return _core(path, name, tid, explicit)
+        if tid is not None:
+            raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
+        data = head + handle.read(RAW_LIMIT)
+    if len(data) > RAW_LIMIT:
+        raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
+    return _raw(data, path, explicit, xcr0, host_fallback)
+
+
+def _host_xcr0() -> int | None:
+    try:
+        from xcr0tool.cpu import xgetbv
+
+        return xgetbv(0)
+    except Exception:  # no XSAVE, not x86-64 Linux: the image must speak for itself
+        return None
+
+
+def _raw(
+    data: bytes, name: str, layout: Layout | None, xcr0: int | None, host_fallback: bool
+) -> SourceResult:
+    if data[:4] == ELF_MAGIC:
+        raise InputError(name, "an ELF file: pass it as a file, not through a pipe")
+    host = _host_xcr0() if host_fallback and xcr0 is None and len(data) > 576 else None
+    image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host_xcr0=host)
+    return SourceResult(name, "raw", [image], image.layout)
+
+
+def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    from xcr0tool.elfcore import read_core
+
+    core = read_core(path, name)
+    warnings = []
+    layout = explicit
+    if core.xsave_layout is not None:
+        try:
+            layout = layout_from_note(core.xsave_layout, f"{name} NT_X86_XSAVE_LAYOUT note")
+        except LayoutError as exc:
+            raise InputError(name, str(exc).split(": ", 1)[-1]) from None
+        if explicit is not None:
+            warnings.append(
+                "--layout ignored: the core's NT_X86_XSAVE_LAYOUT note takes precedence"
+            )
+    threads = core.threads
+    if tid is not None:
+        threads = [t for t in threads if t.tid == tid]
+        if not threads:
+            known = ", ".join(str(t.tid) for t in core.threads)
+            raise InputError(name, f"no thread {tid} in this core (threads: {known})")
+    long_mode = core.machine != "i386"
+    images = []
+    for thread in threads:
+        label = f"{name} thread {thread.tid}" if thread.tid is not None else name
+        data = thread.xstate if thread.xstate is not None else thread.fxsave
+        if data is None:
+            raise InputError(name, f"thread {thread.tid} has no NT_X86_XSTATE or NT_PRFPREG note")
+        images.append(
+            build_image(data, origin=label, layout=layout, tid=thread.tid, long_mode=long_mode)
+        )
+    if not images:
+        raise InputError(name, "no threads (no NT_PRSTATUS note)")
+    shared = images[0].layout if all(i.layout == images[0].layout for i in images) else None
+    details = {"machine": core.machine, "os": core.os, "class": f"ELF{core.elf_class}"}
+    return SourceResult(name, "elf-core", images, shared, details, warnings)
+
+
+def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult:
+    from xcr0tool.ptrace import read_process_xstate
+
+    number = name.removeprefix("pid:")
+    if not number.isdigit():
+        raise InputError(name, "expected pid:N with N a process id")
+    live = read_process_xstate(int(number), name)
+    layout = layout or host_layout()
+    images = [
+        build_image(t.xstate, origin=f"{name} thread {t.tid}", layout=layout, tid=t.tid, xcr0=xcr0)
+        for t in live
+    ]
+    return SourceResult(name, "process", images, layout)
+
+
+def host_layout() -> Layout:
+    from xcr0tool.cpu import leaf_0d
+    from xcr0tool.layout import layout_from_cpuid
+
+    return layout_from_cpuid(leaf_0d(), "this machine's CPUID leaf 0xD")
+
+
+def _self(layout: Layout | None) -> SourceResult:
+    from xcr0tool.cpu import xgetbv, xsave_snapshot
+
+    layout = layout or host_layout()
+    xcr0 = xgetbv(0)
+    images = [
+        build_image(
+            xsave_snapshot(compacted=compacted),
+            origin=f"self ({instruction})",
+            layout=layout,
+            xcr0=xcr0,
+            xcr0_source="XGETBV",
+        )
+        for compacted, instruction in ((False, "XSAVE"), (True, "XSAVEC"))
+    ]
+    return SourceResult("self", "self", images, layout)
+
+
+def read_path_bytes(path: str) -> bytes:
+    """A whole small input file, with the same one-line errors as every source."""
+    _check_readable_file(path)
+    return Path(path).read_bytes()
