@@ -155,6 +155,7 @@ BY_ID: dict[int, Component] = {c.id: c for c in CATALOGUE}
 BY_NAME: dict[str, Component] = {c.name: c for c in CATALOGUE}
 
 SUPERVISOR_MASK = sum(c.bit for c in CATALOGUE if c.supervisor)
+CATALOGUE_MASK = sum(c.bit for c in CATALOGUE)
 
 
 def component(component_id: int) -> Component:

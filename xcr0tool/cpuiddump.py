@@ -72,6 +72,8 @@ def parse_cpuid_dump(text: str, source: str) -> dict[int, tuple[int, int, int, i
                 subleaf = int(match.group(5), 16)
             elif not leaves:
                 subleaf = 0
+            elif regs == leaves[0]:
+                break  # the next logical CPU begins
             else:
                 found = _KNOWN_PAIRS.get((regs[0], regs[1]))
                 if found is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from xcr0tool.components import (
+    CATALOGUE_MASK,
     COMPACTED_BIT,
     EXTENDED_START,
     LEGACY_SIZE,
@@ -232,6 +233,14 @@ def build_image(
         )
     xstate_bv, xcomp_bv = header_fields(data)
     compacted = bool(xcomp_bv & COMPACTED_BIT)
+    for field_name, value in (("XSTATE_BV", xstate_bv), ("XCOMP_BV", xcomp_bv & ~COMPACTED_BIT)):
+        stray = value & ~CATALOGUE_MASK
+        if stray:
+            raise InputError(
+                origin,
+                f"not an XSAVE image: {field_name} {value:#x} sets bits that no state"
+                f" component uses ({', '.join(map(str, bits(stray)))})",
+            )
     frame = signal_frame_info(data)
     word = None if frame else read_u64(data, SW_BYTES_OFFSET)
     if xcr0 is not None:

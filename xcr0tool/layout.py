@@ -139,6 +139,7 @@ class Layout:
                     "offset": e.standard_offset,
                     "supervisor": e.supervisor,
                     "aligned": e.aligned,
+                    "xfd": e.xfd,
                 }
                 for e in self.entries()
             ],
@@ -201,6 +202,7 @@ def layout_from_json(data: object, source: str) -> Layout:
                     standard_offset=None if supervisor or offset is None else int(offset),
                     aligned=bool(record.get("aligned", False)),
                     supervisor=supervisor,
+                    xfd=bool(record.get("xfd", False)),
                 )
             )
         capable = data.get("xcr0_capable")

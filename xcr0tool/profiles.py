@@ -6,6 +6,7 @@ A test checks every line here against the dump it names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -157,13 +158,14 @@ def profile_layout(name: str) -> Layout:
     return base.with_source(f"built-in profile {profile.name} (CPUID of {cpus})")
 
 
-def guess_layout(xcr0: int, size: int, what: str) -> Layout:
+def guess_layout(
+    xcr0: int, size: int, what: str, candidates: Sequence[Layout] | None = None
+) -> Layout:
     """Like gdb's guess for cores without a layout note: the profiles whose standard size
     for this XCR0 is exactly this size. Refuses when none fits, and when two fit but
     disagree on an offset."""
     fits: list[Layout] = []
-    for profile in PROFILES:
-        layout = profile_layout(profile.name)
+    for layout in candidates or [profile_layout(p.name) for p in PROFILES]:
         try:
             if layout.standard_size(xcr0) == size:
                 fits.append(layout)

@@ -1,0 +1,188 @@
+"""The command line as a user meets it: help, completions, errors, exit statuses."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xcr0tool.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
+
+
+def run(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "xcr0tool", *args],
+        input=stdin,
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
+    """Trouble means exit 2, nothing on stdout, and exactly one line on stderr."""
+    assert result.returncode == 2, result
+    assert result.stdout == b""
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_and_is_documented(command: str) -> None:
+    result = run(command, "--help")
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert "(being built)" not in text
+    assert len(text.splitlines()) > 5
+    assert f"xcr0tool {command}" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completions_are_current(shell: str) -> None:
+    result = run(env={"_XCR0TOOL_COMPLETE": f"{shell}_source"})
+    assert result.returncode == 0
+    shipped = (ROOT / "completions" / f"xcr0tool.{shell}").read_text()
+    assert result.stdout.decode() == shipped, f"regenerate completions/xcr0tool.{shell}"
+
+
+def test_completion_offers_every_command() -> None:
+    result = run(
+        env={"_XCR0TOOL_COMPLETE": "bash_complete", "COMP_WORDS": "xcr0tool ", "COMP_CWORD": "1"}
+    )
+    offered = {line.split(",", 1)[1] for line in result.stdout.decode().splitlines()}
+    assert offered >= set(COMMANDS)
+
+
+def test_changelog_mentions_every_command() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert changelog.startswith("# Changelog")
+    assert "## [Unreleased]" in changelog
+    for command in COMMANDS:
+        assert f"`{command}`" in changelog, command
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert (
+        one_line_error(run("decode", str(tmp_path / "nope")))
+        == f"xcr0tool: {tmp_path / 'nope'}: no such file"
+    )
+
+
+def test_directory(tmp_path: Path) -> None:
+    line = one_line_error(run("decode", str(tmp_path)))
+    assert line == f"xcr0tool: {tmp_path}: is a directory, not an XSAVE image or a core"
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert one_line_error(run("decode", str(empty))) == f"xcr0tool: {empty}: empty: no XSAVE image"
+
+
+def test_random_bytes(tmp_path: Path) -> None:
+    noise = tmp_path / "noise"
+    noise.write_bytes(random.Random(1).randbytes(3000))
+    line = one_line_error(run("decode", str(noise)))
+    assert line == (
+        f"xcr0tool: {noise}: not an XSAVE image: XSTATE_BV 0x1622bd795fec898f sets bits that no"
+        " state component uses (21, 22, 23, 24, 25, 26, 27, 28, 30, 32, 35, 36, 37, 38, 40, 42,"
+        " 43, 44, 45, 47, 49, 53, 57, 58, 60)"
+    )
+
+
+def test_too_small(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.write_bytes(bytes(100))
+    line = one_line_error(run("decode", str(small)))
+    assert (
+        line
+        == f"xcr0tool: {small}: 100 bytes is too small for an XSAVE image (legacy region and header need 576)"
+    )
+
+
+def standard_image(xcr0: int, size: int, xstate_bv: int) -> bytes:
+    image = bytearray(size)
+    image[0:2] = (0x37F).to_bytes(2, "little")
+    image[24:28] = (0x1F80).to_bytes(4, "little")
+    image[464:472] = xcr0.to_bytes(8, "little")
+    image[512:520] = xstate_bv.to_bytes(8, "little")
+    return bytes(image)
+
+
+def test_truncated_image_names_what_is_missing(tmp_path: Path) -> None:
+    cut = tmp_path / "cut"
+    cut.write_bytes(standard_image(0xE7, 2432, 0x7)[:2000])
+    line = one_line_error(run("decode", "--layout", "amd-zen4", str(cut)))
+    assert line == (
+        f"xcr0tool: {cut}: truncated: x87|sse|ymm|opmask|zmm_hi256|hi16_zmm needs 2432 bytes"
+        " in the standard format (built-in profile amd-zen4 (CPUID of K19_Genoa_01)), the image has 2000"
+    )
+
+
+def test_unknown_layout_name(tmp_path: Path) -> None:
+    image = tmp_path / "img"
+    image.write_bytes(standard_image(0x7, 832, 0x7))
+    line = one_line_error(run("decode", "--layout", "zen9", str(image)))
+    assert line.startswith(
+        "xcr0tool: --layout zen9: no such file, and not a built-in layout (intel,"
+    )
+
+
+def test_bad_mask_value() -> None:
+    result = run("layout", "--layout", "intel", "--xcr0", "zz")
+    assert result.returncode == 2
+    assert "'zz' is not a number (write hex as 0xe7)" in result.stderr.decode()
+
+
+def test_stdin_and_extract_pipeline(tmp_path: Path) -> None:
+    data = standard_image(0x7, 832, 0x3)
+    image = tmp_path / "img"
+    image.write_bytes(data)
+    extracted = run("extract", str(image))
+    assert extracted.returncode == 0
+    assert extracted.stdout == data
+    decoded = run("decode", "--json", "-", stdin=extracted.stdout)
+    assert decoded.returncode == 0, decoded.stderr
+    assert b'"ymm0": "0x0"' in decoded.stdout
+
+
+def test_extract_refuses_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    image = tmp_path / "img"
+    image.write_bytes(standard_image(0x7, 832, 0x3))
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "xcr0tool", "extract", str(image)],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        "xcr0tool: refusing to write binary data to a terminal: pass -o FILE or pipe the output"
+    )
+
+
+def test_extract_leaves_no_partial_file(tmp_path: Path) -> None:
+    out = tmp_path / "missing-dir" / "out.bin"
+    image = tmp_path / "img"
+    image.write_bytes(standard_image(0x7, 832, 0x3))
+    line = one_line_error(run("extract", str(image), "-o", str(out)))
+    assert line.startswith(f"xcr0tool: {out}: cannot write here")
+    assert not out.parent.exists()
