@@ -11,6 +11,7 @@ belongs to both SSE and AVX: it is at its init value only when both are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -185,6 +186,21 @@ class XsaveImage:
         )
 
 
+@dataclass(frozen=True)
+class HostFallback:
+    """This machine's XCR0, and its layout read only if the image needs it."""
+
+    xcr0: int
+    layout: Callable[[], Layout]
+
+    def fits(self, xstate_bv: int, size: int) -> bool:
+        """Could this machine have saved the image? Its XCR0 covers XSTATE_BV and its
+        standard size is the image's."""
+        return (
+            plausible_xcr0(self.xcr0, xstate_bv) and self.layout().standard_size(self.xcr0) == size
+        )
+
+
 def _needed_size(layout: Layout, xcr0: int, compacted_bv: int | None) -> int:
     if compacted_bv is not None:
         return layout.compacted_size(compacted_bv)
@@ -200,14 +216,14 @@ def build_image(
     long_mode: bool = True,
     xcr0: int | None = None,
     xcr0_source: str | None = None,
-    host_xcr0: int | None = None,
+    host: HostFallback | None = None,
 ) -> XsaveImage:
     """Recognise the format of `data`, learn its XCR0, choose a layout, check that the
     image holds what its header promises, and return the model.
 
     `layout`: an explicit layout (core note, --layout); None means a guess from XCR0 and
-    size, which names itself. `xcr0`: what the user said with --xcr0. `host_xcr0`: this
-    machine's XCR0, a fallback for images that carry no XCR0 at all.
+    size, which names itself. `xcr0`: what the user said with --xcr0. `host`: this
+    machine's XCR0 and layout, a fallback for images that carry no XCR0 at all.
     """
     from xcr0tool.profiles import guess_layout
 
@@ -251,8 +267,9 @@ def build_image(
         xcr0, source = frame.xfeatures, "signal frame sw_bytes xfeatures"
     elif word is not None and plausible_xcr0(word, xstate_bv):
         xcr0, source = word, "XCR0 word at byte 464"
-    elif host_xcr0 is not None and plausible_xcr0(host_xcr0, xstate_bv):
-        xcr0, source = host_xcr0, "this machine's XCR0 (the image has no XCR0 word)"
+    elif host is not None and host.fits(xstate_bv, size):
+        xcr0, source = host.xcr0, "this machine's XCR0 (the image has no XCR0 word)"
+        layout = layout or host.layout()
     else:
         xcr0, source = xstate_bv | LEGACY_BITS, "XSTATE_BV (the image has no XCR0 word)"
     if not plausible_xcr0(xcr0 | 1, 0) and not compacted:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xcr0tool.errors import InputError, LayoutError, XcrError
-from xcr0tool.image import XsaveImage, build_image
+from xcr0tool.image import HostFallback, XsaveImage, build_image
 from xcr0tool.layout import Layout, layout_from_note
 
 ELF_MAGIC = b"\x7fELF"
@@ -125,12 +125,12 @@ def open_source(
     return _raw(data, path, explicit, xcr0, host_fallback)
 
 
-def _host_xcr0() -> int | None:
+def _host_fallback() -> HostFallback | None:
     try:
         from xcr0tool.cpu import xgetbv
 
-        return xgetbv(0)
-    except Exception:  # no XSAVE, not x86-64 Linux: the image must speak for itself
+        return HostFallback(xgetbv(0), host_layout)
+    except XcrError:  # no XSAVE, not x86-64 Linux: the image must speak for itself
         return None
 
 
@@ -139,8 +139,8 @@ def _raw(
 ) -> SourceResult:
     if data[:4] == ELF_MAGIC:
         raise InputError(name, "an ELF file: pass it as a file, not through a pipe")
-    host = _host_xcr0() if host_fallback and xcr0 is None and len(data) > 576 else None
-    image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host_xcr0=host)
+    host = _host_fallback() if host_fallback and xcr0 is None and len(data) > 576 else None
+    image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host=host)
     return SourceResult(name, "raw", [image], image.layout)
 
 
