@@ -26,8 +26,12 @@ def hex_value(register: Register) -> str:
 
 
 # JSON ---------------------------------------------------------------------------------
-def layout_json(layout: Layout) -> dict[str, object]:
-    return layout.to_json()
+def layout_json(layout: Layout, mask: int | None = None) -> dict[str, object]:
+    """The layout object of the JSON contract; with a mask, only those components."""
+    data = layout.to_json()
+    if mask is not None:
+        data["components"] = [c for c in data["components"] if mask >> c["id"] & 1]  # type: ignore[attr-defined, index]
+    return data
 
 
 def image_json(image: XsaveImage, patterns: Sequence[str] = ()) -> dict[str, object]:
@@ -56,11 +60,14 @@ def image_json(image: XsaveImage, patterns: Sequence[str] = ()) -> dict[str, obj
 
 def decode_json(result: SourceResult, patterns: Sequence[str] = ()) -> dict[str, object]:
     layout = result.layout or result.images[0].layout
+    held = 0
+    for image in result.images:
+        held |= sum(1 << i for i in image.offsets)
     return {
         "source": result.name,
         "kind": result.kind,
         **({"details": result.details} if result.details else {}),
-        "layout": layout_json(layout),
+        "layout": layout_json(layout, held),
         "threads": [image_json(image, patterns) for image in result.images],
     }
 
