@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from decimal import Decimal, getcontext
 
-from xcr0tool.grammar import xtilecfg
-
 _MXCSR_FLAGS = (
     ("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("DAZ", 6),
     ("IM", 7), ("DM", 8), ("ZM", 9), ("OM", 10), ("UM", 11), ("PM", 12), ("FZ", 15),
@@ -78,6 +76,8 @@ def describe(name: str, value: int) -> str:
 
 
 def describe_tilecfg(value: int) -> str:
+    from xcr0tool.grammar import xtilecfg
+
     cfg = xtilecfg.parse(value.to_bytes(64, "little"))
     if cfg.palette == 0:
         return "palette 0 (tiles not configured)"

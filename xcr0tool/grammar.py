@@ -28,12 +28,25 @@ from construct import (
 )
 
 from xcr0tool.components import CATALOGUE, Component
+from xcr0tool.offsets import FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2
+from xcr0tool.offsets import SW_BYTES as SW_BYTES_OFFSET
+from xcr0tool.offsets import XCOMP_BV as XCOMP_BV_OFFSET
+from xcr0tool.offsets import XSTATE_BV as XSTATE_BV_OFFSET
 
-FP_XSTATE_MAGIC1 = 0x46505853  # "SXPF" little-endian, sigcontext.h
-FP_XSTATE_MAGIC2 = 0x46505845  # "EXPF", at xstate_size after the frame's xsave area
-SW_BYTES_OFFSET = 464
-XSTATE_BV_OFFSET = 512
-XCOMP_BV_OFFSET = 520
+__all__ = [
+    "FP_XSTATE_MAGIC1",
+    "FP_XSTATE_MAGIC2",
+    "SW_BYTES_OFFSET",
+    "XCOMP_BV_OFFSET",
+    "XSTATE_BV_OFFSET",
+    "component_grammar",
+    "feature_flags",
+    "legacy_region",
+    "ptrace_sw_bytes",
+    "signal_sw_bytes",
+    "xsave_header",
+    "xtilecfg",
+]
 
 # XCR0, XSTATE_BV and XCOMP_BV share their bit meanings (SDM table 13-1).
 _FEATURE_FLAGS = {c.name: c.bit for c in CATALOGUE} | {"compacted": 1 << 63}

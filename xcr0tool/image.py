@@ -25,14 +25,11 @@ from xcr0tool.components import (
     describe_mask,
 )
 from xcr0tool.errors import InputError, LayoutError
-from xcr0tool.grammar import (
-    FP_XSTATE_MAGIC1,
-    FP_XSTATE_MAGIC2,
-    SW_BYTES_OFFSET,
-    XCOMP_BV_OFFSET,
-    XSTATE_BV_OFFSET,
-)
 from xcr0tool.layout import LEGACY_BITS, Layout
+from xcr0tool.offsets import FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2
+from xcr0tool.offsets import SW_BYTES as SW_BYTES_OFFSET
+from xcr0tool.offsets import XCOMP_BV as XCOMP_BV_OFFSET
+from xcr0tool.offsets import XSTATE_BV as XSTATE_BV_OFFSET
 
 FCW_INIT = 0x037F
 MXCSR_INIT = 0x1F80

@@ -12,17 +12,17 @@ Registers gdb does not know get plain names of their own (tmm0-7, r16-r31, u_cet
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from xcr0tool import offsets as at
 from xcr0tool.components import component
-from xcr0tool.grammar import component_grammar, legacy_region
 from xcr0tool.image import FCW_INIT, MXCSR_INIT, XsaveImage
 
 TAG_VALID, TAG_ZERO, TAG_SPECIAL, TAG_EMPTY = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
-class Register:
+class Register(NamedTuple):
+    # A NamedTuple, not a dataclass: decode of a big core builds hundreds of thousands.
     name: str
     value: int
     size: int  # bytes
@@ -52,72 +52,95 @@ def full_tag_word(abridged: int, fsw: int, stack: list[int]) -> int:
     return word
 
 
+def _u(data: bytes, offset: int, size: int) -> int:
+    return int.from_bytes(data[offset : offset + size], "little")
+
+
 def _legacy(image: XsaveImage) -> Iterator[Register]:
-    legacy = legacy_region(image.long_mode).parse(image.data[:512])
+    # The bytes grammar.legacy_region declares, read by slicing: decode of a core with
+    # hundreds of threads must not pay for a construct parse per thread (a test checks
+    # that both readings agree).
+    data = image.data
     x87 = image.in_use(0)
     sse = image.in_use(1)
-    stack = [slot.raw for slot in legacy.st] if x87 else [0] * 8
-    fsw = legacy.fsw if x87 else 0
+    stack = [_u(data, at.ST0 + at.ST_STRIDE * i, 10) for i in range(8)] if x87 else [0] * 8
+    fsw = _u(data, at.FSW, 2) if x87 else 0
     if image.long_mode:
-        fiseg, fioff = legacy.fip >> 32, legacy.fip & 0xFFFFFFFF
-        foseg, fooff = legacy.fdp >> 32, legacy.fdp & 0xFFFFFFFF
+        fip, fdp = _u(data, at.FIP, 8), _u(data, at.FDP, 8)
+        fiseg, fioff, foseg, fooff = fip >> 32, fip & 0xFFFFFFFF, fdp >> 32, fdp & 0xFFFFFFFF
     else:
-        fiseg, fioff, foseg, fooff = legacy.fcs, legacy.fip, legacy.fds, legacy.fdp
-    x87_values = {
-        "fctrl": legacy.fcw if x87 else FCW_INIT,
-        "fstat": fsw,
-        "ftag": full_tag_word(legacy.abridged_ftw, fsw, stack) if x87 else 0xFFFF,
-        "fiseg": fiseg if x87 else 0,
-        "fioff": fioff if x87 else 0,
-        "foseg": foseg if x87 else 0,
-        "fooff": fooff if x87 else 0,
-        "fop": legacy.fop & 0x7FF if x87 else 0,
-    }
+        fiseg, fioff = _u(data, at.FCS_32, 2), _u(data, at.FIP, 4)
+        foseg, fooff = _u(data, at.FDS_32, 2), _u(data, at.FDP, 4)
+    if x87:
+        abridged = data[at.ABRIDGED_FTW]
+        x87_values = {
+            "fctrl": _u(data, at.FCW, 2),
+            "fstat": fsw,
+            "ftag": full_tag_word(abridged, fsw, stack),
+            "fiseg": fiseg,
+            "fioff": fioff,
+            "foseg": foseg,
+            "fooff": fooff,
+            "fop": _u(data, at.FOP, 2) & 0x7FF,
+        }
+    else:
+        x87_values = dict.fromkeys(_X87_CONTROL, 0) | {"fctrl": FCW_INIT, "ftag": 0xFFFF}
     for i, raw in enumerate(stack):
         yield Register(f"st{i}", raw, 10, 0, x87)
     for name, value in x87_values.items():
-        yield Register(name, value, 2 if name in ("fctrl", "fstat", "ftag", "fop") else 4, 0, x87)
-    xmm_count = 16 if image.long_mode else 8
-    for i in range(xmm_count):
-        yield Register(f"xmm{i}", legacy.xmm[i] if sse else 0, 16, 1, sse)
+        yield Register(name, value, _X87_CONTROL[name], 0, x87)
+    for i in range(16 if image.long_mode else 8):
+        yield Register(f"xmm{i}", _u(data, at.XMM0 + 16 * i, 16) if sse else 0, 16, 1, sse)
     mxcsr_live = image.mxcsr_in_use
-    yield Register("mxcsr", legacy.mxcsr if mxcsr_live else MXCSR_INIT, 4, 1, mxcsr_live)
+    yield Register("mxcsr", _u(data, at.MXCSR, 4) if mxcsr_live else MXCSR_INIT, 4, 1, mxcsr_live)
 
 
-def _fields(image: XsaveImage, component_id: int) -> dict[str, int | bytes]:
-    grammar = component_grammar(component(component_id), image.size_of(component_id))
-    parsed = grammar.parse(image.component_bytes(component_id))
-    return {k: v for k, v in parsed.items() if not k.startswith("_")}
+# gdb's x87 control registers and their sizes in bytes.
+_X87_CONTROL = {
+    "fctrl": 2, "fstat": 2, "ftag": 2, "fiseg": 4, "fioff": 4, "foseg": 4, "fooff": 4, "fop": 2,
+}  # fmt: skip
+
+
+def component_fields(image: XsaveImage, component_id: int) -> dict[str, int]:
+    """An extended component's catalogue fields as little-endian integers: the reading
+    grammar.component_grammar declares, by slicing (a test checks both agree)."""
+    raw = image.component_bytes(component_id)
+    return {
+        f.name: int.from_bytes(raw[f.offset : f.offset + f.size], "little")
+        for f in component(component_id).fields
+        if f.offset + f.size <= len(raw)
+    }
 
 
 def registers(image: XsaveImage) -> list[Register]:
     """Every register of the image, in gdb's order where gdb has them."""
     out = list(_legacy(image))
-    xmm = {r.name: r.value for r in out if r.name.startswith("xmm")}
-    present = set(image.component_ids)
+    present = image.offsets
     long_mode = image.long_mode
-    vector_count = 16 if long_mode else 8
+    # Vector registers are built from pieces: xmmN (SSE), its upper 128 bits (AVX),
+    # its upper 256 bits (ZMM_Hi256); zmm16-31 (Hi16_ZMM) hold all three widths.
+    vectors = [r.value for r in out if r.component == 1 and r.name != "mxcsr"]
     if 2 in present:
-        avx = _fields(image, 2)
-        for i in range(vector_count):
-            value = xmm[f"xmm{i}"] | int(avx[f"ymm{i}h"]) << 128
-            out.append(Register(f"ymm{i}", value, 32, 2, image.in_use(2)))
+        avx = component_fields(image, 2)
+        in_use = image.in_use(2)
+        for i in range(len(vectors)):
+            vectors[i] |= avx[f"ymm{i}h"] << 128
+            out.append(Register(f"ymm{i}", vectors[i], 32, 2, in_use))
     for component_id in sorted(present):
         if component_id >= 3 and component_id not in (6, 7):
             out.extend(_component_registers(image, component_id))
     if 6 in present and long_mode:
-        zmm_hi = _fields(image, 6)
-        lower = {r.name: r.value for r in out if r.name.startswith("ymm")}
+        zmm_hi = component_fields(image, 6)
+        in_use = image.in_use(6)
         for i in range(16):
-            value = lower.get(f"ymm{i}", xmm[f"xmm{i}"]) | int(zmm_hi[f"zmm{i}h"]) << 256
-            out.append(Register(f"zmm{i}", value, 64, 6, image.in_use(6)))
+            out.append(Register(f"zmm{i}", vectors[i] | zmm_hi[f"zmm{i}h"] << 256, 64, 6, in_use))
     if 7 in present and long_mode:
-        hi16 = _fields(image, 7)
+        hi16 = component_fields(image, 7)
         in_use = image.in_use(7)
-        for width, bits_ in (("xmm", 128), ("ymm", 256), ("zmm", 512)):
+        for width, size in (("xmm", 16), ("ymm", 32), ("zmm", 64)):
+            keep = (1 << (8 * size)) - 1
             for i in range(16, 32):
-                value = int(hi16[f"zmm{i}"]) & ((1 << bits_) - 1)
-                out.append(Register(f"{width}{i}", value, bits_ // 8, 7, in_use))
+                out.append(Register(f"{width}{i}", hi16[f"zmm{i}"] & keep, size, 7, in_use))
     return out
 
 
@@ -132,10 +155,10 @@ def _component_registers(image: XsaveImage, component_id: int) -> Iterator[Regis
         name = comp.fields[0].name if comp.fields else comp.name
         yield Register(name, int.from_bytes(raw, "little"), len(raw), component_id, in_use)
         return
-    parsed = _fields(image, component_id)
+    values = component_fields(image, component_id)
     for field in comp.fields:
-        if field.name in parsed:
-            yield Register(field.name, int(parsed[field.name]), field.size, component_id, in_use)
+        if field.name in values:
+            yield Register(field.name, values[field.name], field.size, component_id, in_use)
 
 
 def register_map(image: XsaveImage) -> dict[str, int]:

@@ -22,7 +22,7 @@ def select(regs: Sequence[Register], patterns: Sequence[str]) -> list[Register]:
 
 
 def hex_value(register: Register) -> str:
-    return f"{register.value:#x}"
+    return hex(register.value)
 
 
 # JSON ---------------------------------------------------------------------------------
