@@ -586,7 +586,8 @@ def _segment(
         return _Region("notes", start, size, align, len(notes[index]), notes[index])
     if drop_memory and phdr["p_type"] == g.PT_LOAD:
         return _Region("dropped", start, size, align, 0)
-    src.need(f"segment {index}", start + size)
+    if size:  # a segment with no file bytes may point past the end (scrubbed cores)
+        src.need(f"segment {index}", start + size)
     return _Region("copy", start, size, align, size)
 
 
@@ -624,8 +625,10 @@ def _emit(src: _Input, out: BinaryIO, regions: list[_Region]) -> None:
     names, follow the region before them; padding added for alignment reads as zeros."""
     copied_to = 0
     for region in regions:
-        if region.start > copied_to:
-            src.copy_to(out, copied_to, region.start - copied_to)
+        # A region with no file bytes may start past the end of a scrubbed core.
+        gap_end = min(region.start, src.size)
+        if gap_end > copied_to:
+            src.copy_to(out, copied_to, gap_end - copied_to)
         copied_to = max(copied_to, region.start + region.size)
         if not region.new_size:
             continue
