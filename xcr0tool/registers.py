@@ -12,6 +12,7 @@ Registers gdb does not know get plain names of their own (tmm0-7, r16-r31, u_cet
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import NamedTuple
 
 from xcr0tool import offsets as at
@@ -159,6 +160,19 @@ def _component_registers(image: XsaveImage, component_id: int) -> Iterator[Regis
     for field in comp.fields:
         if field.name in values:
             yield Register(field.name, values[field.name], field.size, component_id, in_use)
+
+
+def stale_registers(image: XsaveImage) -> list[Register]:
+    """What the bytes behind init-state components would read as, were they in use.
+    XRSTOR ignores them; they are shown only when asked for, and labelled stale."""
+    stale = image.stale_components()
+    if not stale:
+        return []
+    data = bytearray(image.data)
+    forced = image.xstate_bv | sum(1 << i for i in stale)
+    data[at.XSTATE_BV : at.XSTATE_BV + 8] = forced.to_bytes(8, "little")
+    as_if_in_use = replace(image, data=bytes(data))
+    return [r for r in registers(as_if_in_use) if r.component in stale]
 
 
 def register_map(image: XsaveImage) -> dict[str, int]:

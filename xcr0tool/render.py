@@ -6,13 +6,17 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xcr0tool.components import component, describe_mask
 from xcr0tool.descriptions import describe
 from xcr0tool.image import XsaveImage
 from xcr0tool.layout import Layout
-from xcr0tool.registers import Register, registers
+from xcr0tool.registers import Register, registers, stale_registers
 from xcr0tool.sources import SourceResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def select(regs: Sequence[Register], patterns: Sequence[str]) -> list[Register]:
@@ -30,11 +34,18 @@ def layout_json(layout: Layout, mask: int | None = None) -> dict[str, object]:
     """The layout object of the JSON contract; with a mask, only those components."""
     data = layout.to_json()
     if mask is not None:
-        data["components"] = [c for c in data["components"] if mask >> c["id"] & 1]  # type: ignore[attr-defined, index]
+        data["components"] = [c for c in data["components"] if mask >> c["id"] & 1]  # type: ignore[attr-defined]
     return data
 
 
-def image_json(image: XsaveImage, patterns: Sequence[str] = ()) -> dict[str, object]:
+def image_json(
+    image: XsaveImage, patterns: Sequence[str] = (), stale: bool = False
+) -> dict[str, object]:
+    extra: dict[str, object] = {}
+    if stale:
+        extra["stale_registers"] = {
+            r.name: hex_value(r) for r in select(stale_registers(image), patterns)
+        }
     return {
         "tid": image.tid,
         "format": image.format,
@@ -55,10 +66,13 @@ def image_json(image: XsaveImage, patterns: Sequence[str] = ()) -> dict[str, obj
         ],
         "registers": {r.name: hex_value(r) for r in select(registers(image), patterns)},
         "notes": list(image.notes),
+        **extra,
     }
 
 
-def decode_json(result: SourceResult, patterns: Sequence[str] = ()) -> dict[str, object]:
+def decode_json(
+    result: SourceResult, patterns: Sequence[str] = (), stale: bool = False
+) -> dict[str, object]:
     layout = result.layout or result.images[0].layout
     held = 0
     for image in result.images:
@@ -68,7 +82,7 @@ def decode_json(result: SourceResult, patterns: Sequence[str] = ()) -> dict[str,
         "kind": result.kind,
         **({"details": result.details} if result.details else {}),
         "layout": layout_json(layout, held),
-        "threads": [image_json(image, patterns) for image in result.images],
+        "threads": [image_json(image, patterns, stale) for image in result.images],
     }
 
 
@@ -81,9 +95,13 @@ class ThreadView:
     summary: list[tuple[str, str]]
     components: list[tuple[str, str, str, str, str]]  # id, name, offset, size, state
     registers: list[tuple[str, str, str, bool]]  # name, hex, description, in use
+    stale: list[tuple[str, str, str, bool]]  # the same, for bytes behind init-state components
 
 
-def thread_view(image: XsaveImage, patterns: Sequence[str]) -> ThreadView:
+STALE_TITLE = "stale bytes behind init-state components (XRSTOR loads init values instead)"
+
+
+def thread_view(image: XsaveImage, patterns: Sequence[str], stale: bool = False) -> ThreadView:
     title = f"thread {image.tid}" if image.tid is not None else image.origin
     summary = [
         ("format", f"{image.format}, {len(image.data)} bytes"),
@@ -102,9 +120,9 @@ def thread_view(image: XsaveImage, patterns: Sequence[str]) -> ThreadView:
             )
         )
     summary.extend(("note", note) for note in image.notes)
-    stale = image.stale_components()
-    if stale:
-        names = ", ".join(component(i).name for i in stale)
+    leftover = image.stale_components()
+    if leftover:
+        names = ", ".join(component(i).name for i in leftover)
         summary.append(("stale", f"init-state components with leftover bytes: {names}"))
     rows = [
         (
@@ -120,15 +138,23 @@ def thread_view(image: XsaveImage, patterns: Sequence[str]) -> ThreadView:
         (r.name, hex_value(r), describe(r.name, r.value), r.in_use)
         for r in select(registers(image), patterns)
     ]
-    return ThreadView(title, summary, rows, regs)
+    stale_rows = (
+        [
+            (r.name, hex_value(r), describe(r.name, r.value), False)
+            for r in select(stale_registers(image), patterns)
+        ]
+        if stale
+        else []
+    )
+    return ThreadView(title, summary, rows, regs, stale_rows)
 
 
-def decode_text(result: SourceResult, patterns: Sequence[str]) -> str:
+def decode_text(result: SourceResult, patterns: Sequence[str], stale: bool = False) -> str:
     layout = result.layout or result.images[0].layout
     lines = [f"source: {result.name} ({_kind(result)})", f"layout: {layout.source}"]
     lines += [f"warning: {w}" for w in result.warnings]
     for image in result.images:
-        view = thread_view(image, patterns)
+        view = thread_view(image, patterns, stale)
         lines.append("")
         lines.append(f"{view.title}:")
         lines += [f"  {key}: {value}" for key, value in view.summary]
@@ -138,9 +164,12 @@ def decode_text(result: SourceResult, patterns: Sequence[str]) -> str:
                 f"    {cid:>2} {name:<10} offset {offset:>5} size {size:>5} {state}"
                 for cid, name, offset, size, state in view.components
             ]
-        width = max((len(r[0]) for r in view.registers), default=0)
+        width = max((len(r[0]) for r in [*view.registers, *view.stale]), default=0)
         for name, value, text, _in_use in view.registers:
             lines.append(f"  {name:<{width}} {value}" + (f"  {text}" if text else ""))
+        if view.stale:
+            lines.append(f"  {STALE_TITLE}:")
+            lines += [f"  {name:<{width}} {value}  stale" for name, value, _text, _u in view.stale]
     return "\n".join(lines) + "\n"
 
 
@@ -150,19 +179,21 @@ def _kind(result: SourceResult) -> str:
     return ", ".join(x for x in (result.kind, details, threads) if x)
 
 
-def decode_rich(result: SourceResult, patterns: Sequence[str]) -> None:
+def decode_rich(
+    result: SourceResult, patterns: Sequence[str], stale: bool = False, out: Console | None = None
+) -> None:
     from rich.table import Table
 
     from xcr0tool.output import console
 
-    out = console()
+    out = out or console()
     layout = result.layout or result.images[0].layout
     out.print(f"[bold]{result.name}[/bold] ({_kind(result)})")
     out.print(f"layout: {layout.source}")
     for warning in result.warnings:
-        console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}")
+        out.print(f"[yellow]warning:[/yellow] {warning}")
     for image in result.images:
-        view = thread_view(image, patterns)
+        view = thread_view(image, patterns, stale)
         out.print()
         out.rule(f"[bold]{view.title}")
         for key, value in view.summary:
@@ -174,8 +205,10 @@ def decode_rich(result: SourceResult, patterns: Sequence[str]) -> None:
                     cid, name, offset, size, state if state == "init" else f"[green]{state}"
                 )
             out.print(table)
-        by_component = _group(image, view)
-        for title, rows in by_component:
+        groups = _group(image, view)
+        if view.stale:
+            groups.append((STALE_TITLE, view.stale))
+        for title, rows in groups:
             table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
             table.add_column("register", style="bold")
             table.add_column("value", overflow="fold")
@@ -240,12 +273,14 @@ def _layout_totals(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> li
     return lines
 
 
-def layout_rich(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> None:
+def layout_rich(
+    layout: Layout, xcr0: int | None, xcomp_bv: int | None, out: Console | None = None
+) -> None:
     from rich.table import Table
 
     from xcr0tool.output import console
 
-    out = console()
+    out = out or console()
     table = Table(title=f"layout: {layout.source}", title_justify="left")
     for column in ("id", "name", "size", "standard", "compacted", "aligned", "kind"):
         table.add_column(

@@ -21,6 +21,11 @@ from xcr0tool.cliopts import MASK, json_option, layout_option, with_thread
 )
 @click.option("--thread", "tid", type=int, metavar="TID", help="Only this thread of a core.")
 @click.option("--xcr0", type=MASK, help="XCR0 of an image that carries none (raw XSAVE output).")
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Also show the bytes behind init-state components, labelled stale.",
+)
 @layout_option
 @json_option
 def decode(
@@ -28,13 +33,16 @@ def decode(
     patterns: Sequence[str],
     tid: int | None,
     xcr0: int | None,
+    stale: bool,
     layout: str | None,
     as_json: bool,
 ) -> None:
     """Show every component and register of an XSAVE image.
 
     Components in their init state (XSTATE_BV bit clear) show init values, never the
-    stale bytes behind them. Register names and values are gdb's.
+    stale bytes behind them (--stale shows those too, labelled). Register names and
+    values are gdb's; --json gives each as the register's bytes read as one
+    little-endian integer.
 
     SOURCE is a raw XSAVE image (standard or compacted), `-` for standard input, an ELF
     core (every thread; CORE@TID for one), `pid:N` for a live process, or `self` for
@@ -47,10 +55,10 @@ def decode(
     if as_json:
         from xcr0tool.output import write_json
 
-        write_json(render.decode_json(result, patterns))
+        write_json(render.decode_json(result, patterns, stale))
     elif sys.stdout.isatty():
-        render.decode_rich(result, patterns)
+        render.decode_rich(result, patterns, stale)
     else:
         for warning in result.warnings:
             click.echo(f"xcr0tool: warning: {warning}", err=True)
-        sys.stdout.write(render.decode_text(result, patterns))
+        sys.stdout.write(render.decode_text(result, patterns, stale))
