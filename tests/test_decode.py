@@ -201,3 +201,13 @@ def test_pipe_gets_plain_text() -> None:
     assert (
         result.stdout.splitlines()[0] == f"source: {ONE} (elf-core, x86-64, linux, ELF64, 1 thread)"
     )
+
+
+def test_a_layout_given_for_a_core_with_a_note_is_ignored_with_a_warning() -> None:
+    result = xcr0tool("decode", "--layout", "intel", "--reg", "k0", str(ONE))
+    assert result.returncode == 0
+    assert result.stderr == (
+        "xcr0tool: warning: the layout given (built-in profile intel (CPUID of SapphireRapids_05"
+        " + SkylakeX)) is ignored: the core's NT_X86_XSAVE_LAYOUT note takes precedence\n"
+    )
+    assert "layout: " + str(ONE) + " NT_X86_XSAVE_LAYOUT note" in result.stdout

@@ -22,7 +22,7 @@ from xcr0tool.errors import InputError, UsageError, XcrError
 from xcr0tool.image import FXSAVE, XsaveImage
 from xcr0tool.layout import note_from_layout
 from xcr0tool.output import stdout_is_terminal, write_binary
-from xcr0tool.sources import SourceResult, open_source, resolve_layout_option, split_thread
+from xcr0tool.sources import SourceResult, opened_source
 
 Transform = Callable[[XsaveImage], XsaveImage]
 
@@ -46,26 +46,12 @@ def open_input(
 ) -> Iterator[Opened]:
     """The source's images and, for a whole core, the core to rewrite. A core read from
     standard input stays spooled until the block ends, so that it can be copied."""
-    if name == "-":
-        if sys.stdin.isatty():
-            raise UsageError(
-                "standard input is a terminal: name a SOURCE or pipe an image or a core in"
-            )
-        # sources keeps its spool of a piped core only inside this context; the new
-        # core is written from it, so the spool must outlive open_source.
-        from xcr0tool.sources import _core, _raw, _stdin_as_file
-
-        explicit = resolve_layout_option(layout_option)
-        with _stdin_as_file() as (spool, data):
-            if spool:
-                yield Opened(_core(spool, "<stdin>", None, explicit), read_core(spool, "<stdin>"))
-            else:
-                yield Opened(_raw(data, "<stdin>", explicit, xcr0, True), None)
-        return
-    result = open_source(name, layout_option=layout_option, xcr0=xcr0)
-    path, tid = split_thread(name)
-    whole_core = result.kind == "elf-core" and tid is None
-    yield Opened(result, read_core(path, name) if whole_core else None)
+    if name == "-" and sys.stdin.isatty():
+        raise UsageError(
+            "standard input is a terminal: name a SOURCE or pipe an image or a core in"
+        )
+    with opened_source(name, layout_option=layout_option, xcr0=xcr0) as (result, core_path):
+        yield Opened(result, read_core(core_path, result.name) if core_path else None)
 
 
 def single_image(result: SourceResult) -> XsaveImage:

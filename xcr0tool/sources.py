@@ -101,28 +101,51 @@ def open_source(
     xcr0: int | None = None,
     host_fallback: bool = True,
 ) -> SourceResult:
+    """The images of a source, as SOURCE is documented in the CLI."""
+    with opened_source(
+        name, layout_option=layout_option, xcr0=xcr0, host_fallback=host_fallback
+    ) as (result, _core_path):
+        return result
+
+
+@contextmanager
+def opened_source(
+    name: str,
+    *,
+    layout_option: str | None = None,
+    xcr0: int | None = None,
+    host_fallback: bool = True,
+) -> Iterator[tuple[SourceResult, str | None]]:
+    """open_source, and the path of the whole core behind the result while the block
+    lasts (a spool file for a core piped in), so that the core can be rewritten; None
+    for anything but a whole core."""
     explicit = resolve_layout_option(layout_option)
     if name.startswith("pid:"):
-        return _process(name, explicit, xcr0)
+        yield _process(name, explicit, xcr0), None
+        return
     if name == "self":
-        return _self(explicit)
+        yield _self(explicit), None
+        return
     if name == "-":
         with _stdin_as_file() as (spool, data):
             if spool:
-                return _core(spool, "<stdin>", None, explicit)
-            return _raw(data, "<stdin>", explicit, xcr0, host_fallback)
+                yield _core(spool, "<stdin>", None, explicit), spool
+            else:
+                yield _raw(data, "<stdin>", explicit, xcr0, host_fallback), None
+        return
     path, tid = split_thread(name)
     _check_readable_file(path)
     with open(path, "rb") as handle:
         head = handle.read(4)
         if head == ELF_MAGIC:
-            return _core(path, name, tid, explicit)
+            yield _core(path, name, tid, explicit), path if tid is None else None
+            return
         if tid is not None:
             raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
         data = head + handle.read(RAW_LIMIT)
     if len(data) > RAW_LIMIT:
         raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
-    return _raw(data, path, explicit, xcr0, host_fallback)
+    yield _raw(data, path, explicit, xcr0, host_fallback), None
 
 
 def _host_fallback() -> HostFallback | None:
@@ -157,7 +180,8 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
             raise InputError(name, str(exc).split(": ", 1)[-1]) from None
         if explicit is not None:
             warnings.append(
-                "--layout ignored: the core's NT_X86_XSAVE_LAYOUT note takes precedence"
+                f"the layout given ({explicit.source}) is ignored: the core's"
+                " NT_X86_XSAVE_LAYOUT note takes precedence"
             )
     threads = core.threads
     if tid is not None:
