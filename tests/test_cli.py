@@ -69,7 +69,7 @@ def test_changelog_mentions_every_command() -> None:
     assert changelog.startswith("# Changelog")
     assert "## [Unreleased]" in changelog
     for command in COMMANDS:
-        assert f"`{command}`" in changelog, command
+        assert f"- `{command}" in changelog, command
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -54,7 +54,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in args or bool(os.environ.get("XCR0TOOL_TRACEBACK"))
     try:
-        cli.main(args=args, prog_name="xcr0tool", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting:
+        # diff's and validate's 1 arrives here.
+        code = cli.main(args=args, prog_name="xcr0tool", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as usage:

@@ -92,8 +92,9 @@ def _legacy(image: XsaveImage) -> Iterator[Register]:
         yield Register(name, value, _X87_CONTROL[name], 0, x87)
     for i in range(16 if image.long_mode else 8):
         yield Register(f"xmm{i}", _u(data, at.XMM0 + 16 * i, 16) if sse else 0, 16, 1, sse)
-    mxcsr_live = image.mxcsr_in_use
-    yield Register("mxcsr", _u(data, at.MXCSR, 4) if mxcsr_live else MXCSR_INIT, 4, 1, mxcsr_live)
+    loaded = image.mxcsr_loaded
+    in_use = image.in_use(1) or image.in_use(2)
+    yield Register("mxcsr", _u(data, at.MXCSR, 4) if loaded else MXCSR_INIT, 4, 1, in_use)
 
 
 # gdb's x87 control registers and their sizes in bytes.
