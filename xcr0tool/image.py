@@ -6,7 +6,7 @@ declares; the grammars are used where whole structures are decoded.
 
 Semantics (SDM vol. 1 §13.6 and §13.8): a component whose XSTATE_BV bit is clear is in
 its init state; its bytes mean nothing and its registers read as init values. MXCSR
-belongs to both SSE and AVX: it is at its init value only when both are.
+belongs to both SSE and AVX and follows XRSTOR's own rule (see mxcsr_loaded).
 """
 
 from __future__ import annotations
@@ -80,16 +80,99 @@ def signal_frame_info(data: bytes) -> SignalFrameInfo | None:
     )
 
 
+def xcr0_flaw(value: int, xstate_bv: int) -> str | None:
+    """Why this cannot be an XCR0 that saved an image with this XSTATE_BV; None if it can.
+    (SDM §13.3: bit 0 always set, AVX needs SSE; no supervisor bits in XCR0.)"""
+    if value & 1 != 1:
+        return "bit 0 (x87) is clear"
+    if value & SUPERVISOR_MASK:
+        return f"it sets supervisor bits {', '.join(map(str, bits(value & SUPERVISOR_MASK)))}"
+    if value & COMPACTED_BIT:
+        return "it sets bit 63"
+    if value & 0b100 and not value & 0b10:
+        return "it sets bit 2 (AVX) without bit 1 (SSE)"
+    if xstate_bv & ~value:
+        stray = ", ".join(map(str, bits(xstate_bv & ~value)))
+        return f"XSTATE_BV {xstate_bv:#x} sets bits {stray} outside it"
+    return None
+
+
 def plausible_xcr0(value: int, xstate_bv: int) -> bool:
-    """Is this a value XCR0 can hold, covering XSTATE_BV? (SDM §13.3: bit 0 always set,
-    AVX needs SSE; no supervisor bits in XCR0.)"""
+    """Is this a value XCR0 can hold, covering XSTATE_BV?"""
+    return xcr0_flaw(value, xstate_bv) is None
+
+
+# struct fregs_state: the kernel counts it in a 32-bit frame's extended_size (signal.c)
+FSAVE_HEADER_SIZE = 112
+MAGIC2_SIZE = 4
+
+
+def signal_frame_problems(frame: SignalFrameInfo, size: int) -> list[str]:
+    """What is wrong with a signal frame's sw_bytes, given the `size`-byte buffer it came in.
+
+    The kernel writes (arch/x86/kernel/fpu/signal.c, save_sw_bytes and
+    save_xstate_epilog): xstate_size = its user XSAVE size, extended_size = xstate_size
+    + 4 (+ 112 in a 32-bit frame), and magic2 right after the XSAVE area, at xstate_size.
+    Checked in the order rt_sigreturn checks them (check_xstate_in_sigframe).
+    """
+    problems = []
+    at = frame.xstate_size
+    if at < EXTENDED_START:
+        problems.append(
+            f"xstate_size {at} is below {EXTENDED_START}, the legacy region and XSAVE header"
+        )
+    elif frame.magic2 is None and frame.extended_size == at + MAGIC2_SIZE:
+        # the two sizes agree with each other: the copy, not the sw_bytes, fell short
+        problems.append(
+            f"the buffer ends at {size} bytes, before magic2 at byte {at} (xstate_size):"
+            f" the frame was cut short (a whole frame is extended_size, {frame.extended_size},"
+            " bytes)"
+        )
+    elif frame.magic2 is None:
+        problems.append(
+            f"no magic2: xstate_size {at} points past the end of the {size}-byte buffer"
+        )
+    elif not frame.magic2_ok:
+        problems.append(
+            f"magic2 at byte {at} (xstate_size) is {frame.magic2:#010x},"
+            f" not {FP_XSTATE_MAGIC2:#010x}"
+        )
+    expected = at + MAGIC2_SIZE
+    if frame.extended_size == expected + FSAVE_HEADER_SIZE:
+        problems.append(
+            f"extended_size {frame.extended_size} is xstate_size + 4 + {FSAVE_HEADER_SIZE}:"
+            " a 32-bit frame's, whose XSAVE area follows a 112-byte fsave header"
+        )
+    elif frame.extended_size != expected:
+        problems.append(f"extended_size {frame.extended_size} is not xstate_size + 4 ({expected})")
+    return problems
+
+
+def damaged_frame_hint(data: bytes) -> str | None:
+    """A buffer that is not a signal frame only because magic1 is wrong: the rest of the
+    sw_bytes still points at a magic2."""
+    if len(data) < EXTENDED_START or read_u32(data, SW_BYTES_OFFSET) == FP_XSTATE_MAGIC1:
+        return None
+    at = read_u32(data, SW_BYTES_OFFSET + 16)
+    if not EXTENDED_START <= at <= len(data) - MAGIC2_SIZE:
+        return None
+    if read_u32(data, at) != FP_XSTATE_MAGIC2:
+        return None
     return (
-        value & 1 == 1
-        and not value & SUPERVISOR_MASK
-        and not value & COMPACTED_BIT
-        and (not value & 0b100 or value & 0b10 != 0)
-        and xstate_bv & ~value == 0
+        f"not read as a signal frame: magic1 at byte {SW_BYTES_OFFSET} is"
+        f" {read_u32(data, SW_BYTES_OFFSET):#010x}, not {FP_XSTATE_MAGIC1:#010x}, though magic2"
+        f" sits at byte {at} (xstate_size)"
     )
+
+
+def _frame_area_sizes(frame: SignalFrameInfo, size: int) -> list[int]:
+    """Sizes the XSAVE area of a signal frame may have, most trusted first: xstate_size,
+    extended_size less magic2, the buffer less magic2, the whole buffer."""
+    found: list[int] = []
+    for candidate in (frame.xstate_size, frame.extended_size - MAGIC2_SIZE, size - MAGIC2_SIZE):
+        if candidate >= EXTENDED_START and candidate not in found:
+            found.append(candidate)
+    return [*found, size] if size not in found else found
 
 
 @dataclass(frozen=True)
@@ -153,8 +236,17 @@ class XsaveImage:
         return bool(self.xstate_bv >> component_id & 1)
 
     @property
-    def mxcsr_in_use(self) -> bool:
-        return bool(self.xstate_bv & 0b110)
+    def mxcsr_loaded(self) -> bool:
+        """Does XRSTOR load MXCSR from this image (rather than its init value)?
+
+        Measured on the CPU and as the SDM's XRSTOR pseudocode has it: the standard form
+        loads MXCSR whenever SSE or AVX is requested, whatever XSTATE_BV says; the
+        compacted form only when XSTATE_BV[1] is set. (gdb shows 0x1f80 whenever SSE and
+        AVX are both in init state; the kernel's cores and ptrace buffers then hold
+        0x1f80, so the two agree there.)"""
+        if self.format == COMPACTED:
+            return self.in_use(1)
+        return True
 
     def stored_bytes(self, component_id: int) -> bytes:
         """The bytes in the image's space for the component, whatever its state."""
@@ -222,10 +314,14 @@ def build_image(
     size, which names itself. `xcr0`: what the user said with --xcr0. `host`: this
     machine's XCR0 and layout, a fallback for images that carry no XCR0 at all.
     """
-    from xcr0tool.profiles import guess_layout
-
     size = len(data)
+    frame = signal_frame_info(data)
+    # What is wrong with a signal frame's sw_bytes (or why a buffer is not one): notes when
+    # the image decodes, and the tail of the one-line error when it does not.
+    context = _frame_context(data, frame)
     if size == LEGACY_SIZE:
+        from xcr0tool.profiles import guess_layout
+
         chosen = layout or guess_layout(LEGACY_BITS, EXTENDED_START, origin)
         return XsaveImage(
             data,
@@ -236,58 +332,73 @@ def build_image(
             tid,
             long_mode,
             FXSAVE,
+            tuple(context),
         )
     if size < EXTENDED_START:
-        raise InputError(
+        raise _refusal(
             origin,
             f"{size} bytes is too small for an XSAVE image (legacy region and header need 576)"
             if size
             else "empty: no XSAVE image",
+            context,
         )
     xstate_bv, xcomp_bv = header_fields(data)
     compacted = bool(xcomp_bv & COMPACTED_BIT)
     for field_name, value in (("XSTATE_BV", xstate_bv), ("XCOMP_BV", xcomp_bv & ~COMPACTED_BIT)):
         stray = value & ~CATALOGUE_MASK
         if stray:
-            raise InputError(
+            raise _refusal(
                 origin,
                 f"not an XSAVE image: {field_name} {value:#x} sets bits that no state"
                 f" component uses ({', '.join(map(str, bits(stray)))})",
+                context,
             )
-    frame = signal_frame_info(data)
     word = None if frame else read_u64(data, SW_BYTES_OFFSET)
+    xfeatures_flaw = None if frame is None else xcr0_flaw(frame.xfeatures, xstate_bv)
+    if frame is not None and xfeatures_flaw is not None:
+        context.append(
+            f"signal frame: xfeatures {frame.xfeatures:#x} cannot be XCR0: {xfeatures_flaw}"
+        )
+    # A signal frame's XSAVE area ends where magic2 begins, not at the end of the buffer.
+    areas = [size] if frame is None else _frame_area_sizes(frame, size)
     if xcr0 is not None:
         source = xcr0_source or "given"
     elif compacted:
         xcr0, source = xcomp_bv & ~COMPACTED_BIT & ~SUPERVISOR_MASK, "XCOMP_BV"
-    elif frame is not None and plausible_xcr0(frame.xfeatures, xstate_bv):
+    elif frame is not None and xfeatures_flaw is None:
         xcr0, source = frame.xfeatures, "signal frame sw_bytes xfeatures"
     elif word is not None and plausible_xcr0(word, xstate_bv):
         xcr0, source = word, "XCR0 word at byte 464"
-    elif host is not None and host.fits(xstate_bv, size):
+    elif host is not None and host.fits(xstate_bv, areas[0]):
         xcr0, source = host.xcr0, "this machine's XCR0 (the image has no XCR0 word)"
         layout = layout or host.layout()
     else:
         xcr0, source = xstate_bv | LEGACY_BITS, "XSTATE_BV (the image has no XCR0 word)"
     if not plausible_xcr0(xcr0 | 1, 0) and not compacted:
-        raise InputError(origin, f"XCR0 {xcr0:#x} is not a value XCR0 can hold")
+        raise _refusal(origin, f"XCR0 {xcr0:#x} is not a value XCR0 can hold", context)
     try:
         if layout is None:
             if compacted:
                 layout = _guess_compacted(xcomp_bv, origin)
             else:
-                layout = guess_layout(xcr0 | LEGACY_BITS, size, origin)
+                layout = _guess_standard(xcr0 | LEGACY_BITS, areas, origin)
         needed = _needed_size(layout, xcr0, xcomp_bv if compacted else None)
     except LayoutError as exc:
-        raise InputError(origin, str(exc).removeprefix(f"{origin}: ")) from None
+        raise _refusal(origin, str(exc).removeprefix(f"{origin}: "), context) from None
     if size < needed:
-        raise InputError(
+        raise _refusal(
             origin,
             f"truncated: {describe_mask(xcomp_bv if compacted else xcr0)} needs {needed} bytes"
             f" in the {'compacted' if compacted else 'standard'} format ({layout.source}),"
             f" the image has {size}",
+            context,
         )
-    notes = []
+    notes = context
+    if frame is not None and not compacted and frame.xstate_size != needed:
+        notes.append(
+            f"signal frame: xstate_size {frame.xstate_size}, but the standard format of XCR0"
+            f" {xcr0:#x} is {needed} bytes in this layout"
+        )
     if xstate_bv & ~(xcomp_bv if compacted else xcr0) & ~COMPACTED_BIT:
         notes.append(
             f"XSTATE_BV {xstate_bv:#x} has bits outside"
@@ -304,6 +415,33 @@ def build_image(
         COMPACTED if compacted else STANDARD,
         tuple(notes),
     )
+
+
+def _frame_context(data: bytes, frame: SignalFrameInfo | None) -> list[str]:
+    if frame is not None:
+        return [f"signal frame: {p}" for p in signal_frame_problems(frame, len(data))]
+    hint = damaged_frame_hint(data)
+    return [hint] if hint else []
+
+
+def _refusal(origin: str, problem: str, context: list[str]) -> InputError:
+    """The one-line error, with what the signal-frame checks found appended."""
+    return InputError(origin, "; ".join([problem, *context]))
+
+
+def _guess_standard(xcr0: int, sizes: list[int], origin: str) -> Layout:
+    """The guess for the first of `sizes` that a built-in layout fits; else the error the
+    first size gets."""
+    from xcr0tool.profiles import guess_layout
+
+    first: LayoutError | None = None
+    for size in sizes:
+        try:
+            return guess_layout(xcr0, size, origin)
+        except LayoutError as exc:
+            first = first or exc
+    assert first is not None  # sizes is never empty
+    raise first
 
 
 def _guess_compacted(xcomp_bv: int, origin: str) -> Layout:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from xcr0tool.components import component, describe_mask
 from xcr0tool.descriptions import describe
-from xcr0tool.image import XsaveImage
+from xcr0tool.image import SignalFrameInfo, XsaveImage
 from xcr0tool.layout import Layout
 from xcr0tool.registers import Register, registers, stale_registers
 from xcr0tool.sources import SourceResult
@@ -45,6 +45,15 @@ def image_json(
     if stale:
         extra["stale_registers"] = {
             r.name: hex_value(r) for r in select(stale_registers(image), patterns)
+        }
+    frame = image.signal_frame
+    if frame is not None:
+        extra["signal_frame"] = {
+            "xfeatures": hex(frame.xfeatures),
+            "xstate_size": frame.xstate_size,
+            "extended_size": frame.extended_size,
+            "magic2": None if frame.magic2 is None else hex(frame.magic2),
+            "magic2_ok": frame.magic2_ok,
         }
     return {
         "tid": image.tid,
@@ -87,6 +96,12 @@ def decode_json(
 
 
 # Text ---------------------------------------------------------------------------------
+def magic2_state(frame: SignalFrameInfo) -> str:
+    if frame.magic2 is None:
+        return "missing (past the end of the buffer)"
+    return "ok" if frame.magic2_ok else f"{frame.magic2:#010x} (wrong)"
+
+
 @dataclass(frozen=True)
 class ThreadView:
     """What both the plain and the rich renderer show of one image."""
@@ -115,8 +130,7 @@ def thread_view(image: XsaveImage, patterns: Sequence[str], stale: bool = False)
             (
                 "signal frame",
                 f"xfeatures {frame.xfeatures:#x}, xstate_size {frame.xstate_size},"
-                f" extended_size {frame.extended_size},"
-                f" magic2 {'ok' if frame.magic2_ok else 'MISSING'}",
+                f" extended_size {frame.extended_size}, magic2 {magic2_state(frame)}",
             )
         )
     summary.extend(("note", note) for note in image.notes)
@@ -175,8 +189,10 @@ def decode_text(result: SourceResult, patterns: Sequence[str], stale: bool = Fal
 
 def _kind(result: SourceResult) -> str:
     details = ", ".join(result.details.values())
-    threads = f"{len(result.images)} thread{'s' if len(result.images) != 1 else ''}"
-    return ", ".join(x for x in (result.kind, details, threads) if x)
+    # `self` is one thread saved twice (XSAVE, XSAVEC): count images, not threads
+    unit = "image" if result.kind == "self" else "thread"
+    count = f"{len(result.images)} {unit}{'s' if len(result.images) != 1 else ''}"
+    return ", ".join(x for x in (result.kind, details, count) if x)
 
 
 def decode_rich(

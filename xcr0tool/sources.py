@@ -209,16 +209,30 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
 def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult:
     from xcr0tool.ptrace import read_process_xstate
 
-    number = name.removeprefix("pid:")
-    if not number.isdigit():
-        raise InputError(name, "expected pid:N with N a process id")
-    live = read_process_xstate(int(number), name)
+    number, at, thread = name.removeprefix("pid:").partition("@")
+    if not number.isdigit() or (at and not thread.isdigit()):
+        raise InputError(
+            name, "expected pid:N or pid:N@TID, with N a process id and TID one of its threads"
+        )
+    notes: list[str] = []  # threads that came and went during the read
+    # Every thread is read and detached before any is chosen or decoded: an error below
+    # leaves nothing attached.
+    live = read_process_xstate(int(number), name, notes)
+    if at:
+        tid = int(thread)
+        chosen = [t for t in live if t.tid == tid]
+        if not chosen:
+            known = ", ".join(str(t.tid) for t in live)
+            raise InputError(name, f"no thread {tid} in this process (threads: {known})")
+        live = chosen
     layout = layout or host_layout()
     images = [
-        build_image(t.xstate, origin=f"{name} thread {t.tid}", layout=layout, tid=t.tid, xcr0=xcr0)
+        build_image(
+            t.xstate, origin=f"pid:{number} thread {t.tid}", layout=layout, tid=t.tid, xcr0=xcr0
+        )
         for t in live
     ]
-    return SourceResult(name, "process", images, layout)
+    return SourceResult(name, "process", images, layout, warnings=notes)
 
 
 def host_layout() -> Layout:

@@ -1,0 +1,375 @@
+"""Rendering of `xcr0tool host`: JSON (schema in the command's docstring), plain text for
+pipes, rich tables for terminals, and the layout file `host --save` writes.
+
+Everything shown comes from one `HostInfo` (hostinfo.gather_host_info); the view below
+is built once and drawn by both text renderers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xcr0tool.components import describe_mask
+from xcr0tool.hostinfo import XCR0_FLAGS, HostInfo, user_capable, xss_candidates
+from xcr0tool.layout import Layout, layout_from_cpuid
+
+# /proc/cpuinfo flags that say what the kernel makes of XSAVE: the instructions, and the
+# features whose state XCR0 enables (the kernel's own pairing, see hostinfo.XCR0_FLAGS).
+XSAVE_INSTRUCTION_FLAGS = ("xsave", "xsaveopt", "xsavec", "xgetbv1", "xsaves", "xfd")
+XSAVE_FLAGS = XSAVE_INSTRUCTION_FLAGS + tuple(
+    dict.fromkeys(name for names in XCR0_FLAGS.values() for name in names)
+)
+
+# Where a component stands on this machine (the JSON "state" and the text "state" column).
+STATE_XCR0 = "xcr0"  # enabled in XCR0
+STATE_XSS = "ia32_xss"  # enabled in IA32_XSS (inferred: user mode cannot read it)
+STATE_OFF = "off"  # the CPU supports it, neither XCR0 nor IA32_XSS enables it
+STATE_UNKNOWN = "unknown"  # a supervisor component, and IA32_XSS cannot be inferred
+STATE_UNLISTED = "unlisted"  # a sub-leaf for a component CPUID.(0xD,0/1) does not list
+_STATE_TEXT = {
+    STATE_XCR0: "XCR0",
+    STATE_XSS: "IA32_XSS",
+    STATE_OFF: "off",
+    STATE_UNKNOWN: "IA32_XSS?",
+    STATE_UNLISTED: "not listed",
+}
+
+
+def machine_phrase(info: HostInfo) -> str:
+    """'AuthenticAMD family 25 model 17 stepping 1 (AMD EPYC 9R14)', numbers as
+    /proc/cpuinfo prints them."""
+    brand = f" ({info.brand})" if info.brand else ""
+    return f"{info.vendor} family {info.family} model {info.model} stepping {info.stepping}{brand}"
+
+
+def host_layout_of(info: HostInfo) -> Layout:
+    """The layout CPUID leaf 0xD gives, named after the machine so that it still says
+    where it came from when read elsewhere."""
+    return layout_from_cpuid(info.leaf_0d, f"CPUID leaf 0xD of {machine_phrase(info)}")
+
+
+def inferred_xss(info: HostInfo) -> tuple[int | None, list[int]]:
+    """IA32_XSS when exactly one value explains CPUID.(0xD,1).EBX, and every candidate."""
+    candidates = xss_candidates(info.leaf_0d, info.xcr0)
+    return (candidates[0] if len(candidates) == 1 else None), candidates
+
+
+@dataclass(frozen=True)
+class ComponentRow:
+    id: int
+    name: str
+    size: int
+    offset: int | None  # standard format; None for supervisor components
+    compacted_offset: int | None  # in an XSAVEC image of XCR0; None when not in XCR0
+    aligned: bool
+    supervisor: bool
+    xfd: bool
+    state: str
+
+
+def component_rows(info: HostInfo) -> list[ComponentRow]:
+    layout = host_layout_of(info)
+    compacted = layout.compacted_offsets(info.xcr0)
+    xss, _ = inferred_xss(info)
+    listed = user_capable(info.leaf_0d) | info.xss_capable
+    rows = []
+    for entry in layout.entries():
+        bit = 1 << entry.id
+        if info.xcr0 & bit:
+            state = STATE_XCR0
+        elif not listed & bit:
+            state = STATE_UNLISTED
+        elif entry.supervisor and xss is None:
+            state = STATE_UNKNOWN
+        elif entry.supervisor and xss is not None and xss & bit:
+            state = STATE_XSS
+        else:
+            state = STATE_OFF
+        rows.append(
+            ComponentRow(
+                entry.id,
+                entry.name,
+                entry.size,
+                entry.standard_offset,
+                compacted.get(entry.id),
+                entry.aligned,
+                entry.supervisor,
+                entry.xfd,
+                state,
+            )
+        )
+    return rows
+
+
+def _sizes(info: HostInfo) -> dict[str, int]:
+    sub0 = info.leaf_0d.get(0, (0, 0, 0, 0))
+    sub1 = info.leaf_0d.get(1, (0, 0, 0, 0))
+    return {
+        "standard_xcr0": sub0[1],  # CPUID.(0xD,0).EBX: XSAVE of XCR0
+        "standard_max": sub0[2],  # CPUID.(0xD,0).ECX: every user component the CPU has
+        "compacted_xcr0_xss": sub1[1],  # CPUID.(0xD,1).EBX: XSAVES of XCR0 | IA32_XSS
+        "compacted_xcr0": host_layout_of(info).compacted_size(info.xcr0),  # XSAVEC of XCR0
+    }
+
+
+def _flags(info: HostInfo) -> dict[str, bool] | None:
+    if not info.cpuinfo_flags:
+        return None  # /proc/cpuinfo unreadable: unknown, not "absent"
+    present = set(info.cpuinfo_flags)
+    return {flag: flag in present for flag in XSAVE_FLAGS}
+
+
+def _hex_or_none(value: int | None) -> str | None:
+    return None if value is None else hex(value)
+
+
+# JSON ---------------------------------------------------------------------------------
+def host_json(info: HostInfo) -> dict[str, object]:
+    xss, candidates = inferred_xss(info)
+    support = info.supports
+    return {
+        "cpu": {
+            "vendor": info.vendor,
+            "family": info.family,
+            "model": info.model,
+            "stepping": info.stepping,
+            "brand": info.brand,
+        },
+        "xcr0": hex(info.xcr0),
+        "xinuse": _hex_or_none(info.xinuse),
+        "xcr0_capable": hex(user_capable(info.leaf_0d)),
+        "xss_capable": hex(info.xss_capable),
+        "xss": _hex_or_none(xss),
+        "xss_candidates": [hex(c) for c in candidates],
+        "instructions": {
+            "xsaveopt": support.xsaveopt,
+            "xsavec": support.xsavec,
+            "xgetbv1": support.xgetbv1,
+            "xsaves": support.xsaves,
+            "xfd": support.xfd,
+        },
+        "sizes": _sizes(info),
+        "mxcsr_mask": hex(info.mxcsr_mask),
+        "leaf_0d": [
+            {"subleaf": sub, "eax": hex(eax), "ebx": hex(ebx), "ecx": hex(ecx), "edx": hex(edx)}
+            for sub, (eax, ebx, ecx, edx) in sorted(info.leaf_0d.items())
+        ],
+        "components": [
+            {
+                "id": row.id,
+                "name": row.name,
+                "size": row.size,
+                "offset": row.offset,
+                "compacted_offset": row.compacted_offset,
+                "aligned": row.aligned,
+                "supervisor": row.supervisor,
+                "xfd": row.xfd,
+                "state": row.state,
+            }
+            for row in component_rows(info)
+        ],
+        "kernel": {
+            "cpuinfo_flags": _flags(info),
+            "xcomp_supp": _hex_or_none(info.xcomp_supp),
+            "xcomp_perm": _hex_or_none(info.xcomp_perm),
+        },
+        "inconsistencies": list(info.inconsistencies),
+    }
+
+
+def saved_layout(info: HostInfo) -> dict[str, object]:
+    """The layout file `host --save` writes: what `layout --json` writes (which
+    `--layout FILE` reads), plus the machine and its XCR0, for the person who reads it."""
+    data = host_layout_of(info).to_json()
+    data["machine"] = {
+        "vendor": info.vendor,
+        "family": info.family,
+        "model": info.model,
+        "stepping": info.stepping,
+        "brand": info.brand,
+    }
+    data["xcr0"] = hex(info.xcr0)
+    return data
+
+
+# Text ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HostView:
+    """What both the plain and the rich renderer show."""
+
+    summary: list[tuple[str, str]]
+    leaf_rows: list[tuple[str, ...]]  # sub-leaf, EAX, EBX, ECX, EDX
+    component_header: tuple[str, ...]
+    component_rows: list[tuple[str, ...]]
+    inconsistencies: list[str]
+
+
+LEAF_HEADER = ("sub-leaf", "EAX", "EBX", "ECX", "EDX")
+LEAF_COLUMNS = LEAF_HEADER
+COMPONENT_HEADER = (
+    "id",
+    "name",
+    "size",
+    "standard",
+    "compacted",
+    "aligned",
+    "kind",
+    "xfd",
+    "state",
+)
+
+
+def _mask(value: int) -> str:
+    return f"{value:#x} ({describe_mask(value)})"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def host_view(info: HostInfo) -> HostView:
+    xss, candidates = inferred_xss(info)
+    sizes = _sizes(info)
+    support = info.supports
+    if xss is not None:
+        xss_text = f"{_mask(xss)}, the only value that CPUID.(0xD,1).EBX fits"
+    elif candidates:
+        xss_text = (
+            f"unknown: {len(candidates)} values fit CPUID.(0xD,1).EBX"
+            f" ({', '.join(hex(c) for c in candidates)})"
+        )
+    else:
+        xss_text = "unknown: no value fits CPUID.(0xD,1).EBX"
+    summary = [
+        ("cpu", machine_phrase(info)),
+        ("XCR0", f"{_mask(info.xcr0)}, XGETBV 0"),
+        (
+            "XINUSE",
+            f"{_mask(info.xinuse)}, XGETBV 1 (this tool's thread)"
+            if info.xinuse is not None
+            else "not available (no XGETBV with ECX=1)",
+        ),
+        ("XCR0 may hold", f"{_mask(user_capable(info.leaf_0d))}, CPUID.(0xD,0) EDX:EAX"),
+        ("IA32_XSS may hold", f"{_mask(info.xss_capable)}, CPUID.(0xD,1) EDX:ECX"),
+        ("IA32_XSS", xss_text),
+        (
+            "instructions",
+            f"XSAVEOPT {_yes(support.xsaveopt)}, XSAVEC {_yes(support.xsavec)},"
+            f" XGETBV1 {_yes(support.xgetbv1)}, XSAVES {_yes(support.xsaves)},"
+            f" XFD {_yes(support.xfd)}",
+        ),
+        (
+            "sizes",
+            f"XSAVE of XCR0 {sizes['standard_xcr0']} (CPUID.(0xD,0).EBX), all user components"
+            f" {sizes['standard_max']} (ECX), XSAVES of XCR0|IA32_XSS"
+            f" {sizes['compacted_xcr0_xss']} (CPUID.(0xD,1).EBX), XSAVEC of XCR0"
+            f" {sizes['compacted_xcr0']}",
+        ),
+        ("MXCSR_MASK", f"{info.mxcsr_mask:#x}"),
+    ]
+    flags = _flags(info)
+    if flags is None:
+        summary.append(("/proc/cpuinfo", "unreadable"))
+    else:
+        shown = [flag for flag, present in flags.items() if present]
+        absent = [flag for flag, present in flags.items() if not present]
+        summary.append(
+            (
+                "/proc/cpuinfo",
+                " ".join(shown) + (f" (not: {' '.join(absent)})" if absent else ""),
+            )
+        )
+    summary.append(
+        (
+            "arch_prctl",
+            "ARCH_GET_XCOMP_SUPP "
+            + (_mask(info.xcomp_supp) if info.xcomp_supp is not None else "not known (< 5.16)")
+            + ", ARCH_GET_XCOMP_PERM "
+            + (_mask(info.xcomp_perm) if info.xcomp_perm is not None else "not known (< 5.16)"),
+        )
+    )
+    leaf_rows = [
+        (str(sub), *(f"{reg:#010x}" for reg in regs)) for sub, regs in sorted(info.leaf_0d.items())
+    ]
+    rows: list[tuple[str, ...]] = [
+        (
+            str(row.id),
+            row.name,
+            str(row.size),
+            "-" if row.offset is None else str(row.offset),
+            "-" if row.compacted_offset is None else str(row.compacted_offset),
+            _yes(row.aligned),
+            "supervisor" if row.supervisor else "user",
+            _yes(row.xfd),
+            _STATE_TEXT[row.state],
+        )
+        for row in component_rows(info)
+    ]
+    return HostView(summary, leaf_rows, COMPONENT_HEADER, rows, list(info.inconsistencies))
+
+
+NUMERIC_COLUMNS = frozenset({"id", "size", "standard", "compacted", *LEAF_COLUMNS})
+
+
+def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Plain-text columns: numbers right-aligned, words left-aligned."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    right = [name in NUMERIC_COLUMNS for name in header]
+    return [
+        "  ".join(
+            cell.rjust(width) if numeric else cell.ljust(width)
+            for cell, width, numeric in zip(line, widths, right, strict=True)
+        ).rstrip()
+        for line in (header, *rows)
+    ]
+
+
+COMPACTED_NOTE = "compacted: offset in an XSAVEC image of XCR0"
+
+
+def host_text(info: HostInfo) -> str:
+    view = host_view(info)
+    lines = [f"{key}: {value}" for key, value in view.summary]
+    lines += ["", "CPUID leaf 0xD:"]
+    lines += [f"  {line}" for line in _columns(LEAF_HEADER, view.leaf_rows)]
+    lines += ["", f"components ({COMPACTED_NOTE}):"]
+    lines += [f"  {line}" for line in _columns(view.component_header, view.component_rows)]
+    lines.append("")
+    if view.inconsistencies:
+        lines.append("inconsistencies:")
+        lines += [f"  - {text}" for text in view.inconsistencies]
+    else:
+        lines.append("inconsistencies: none")
+    return "\n".join(lines) + "\n"
+
+
+def host_rich(info: HostInfo) -> None:
+    from rich.table import Table
+
+    from xcr0tool.output import console
+
+    out = console()
+    view = host_view(info)
+    for key, value in view.summary:
+        out.print(f"[cyan]{key}[/cyan]: {value}")
+    leaves = Table(title="CPUID leaf 0xD", title_justify="left", box=None, padding=(0, 1))
+    for column in LEAF_HEADER:
+        leaves.add_column(column, justify="right")
+    for row in view.leaf_rows:
+        leaves.add_row(*row)
+    out.print(leaves)
+    table = Table(
+        title=f"components ({COMPACTED_NOTE})", title_justify="left", box=None, padding=(0, 1)
+    )
+    for column in view.component_header:
+        table.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left")
+    for row in view.component_rows:
+        state = row[-1]
+        table.add_row(*row[:-1], f"[green]{state}" if state == "XCR0" else state)
+    out.print(table)
+    if view.inconsistencies:
+        out.print("[bold yellow]inconsistencies:[/bold yellow]")
+        for text in view.inconsistencies:
+            out.print(f"  [yellow]-[/yellow] {text}")
+    else:
+        out.print("inconsistencies: none")
