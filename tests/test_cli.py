@@ -186,3 +186,16 @@ def test_extract_leaves_no_partial_file(tmp_path: Path) -> None:
     line = one_line_error(run("extract", str(image), "-o", str(out)))
     assert line.startswith(f"xcr0tool: {out}: cannot write here")
     assert not out.parent.exists()
+
+
+def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
+    image = tmp_path / "img"
+    image.write_bytes(standard_image(0x7, 832, 0x3))
+    out = tmp_path / "out.bin"
+    assert run("extract", str(image), "-o", str(out)).returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == sorted(["img", "out.bin"]) or set(
+        p.name for p in tmp_path.iterdir()
+    ) == {"img", "out.bin"}

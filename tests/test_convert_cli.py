@@ -297,7 +297,7 @@ def test_rejected_inputs(tmp_path: Path, zen4_image: Path) -> None:
     )
     unwritable = tmp_path / "no-such-dir" / "out.bin"
     assert one_line_error(run("mask", "--xcr0", "7", str(zen4_image), "-o", str(unwritable))) == (
-        f"xcr0tool: {unwritable}: cannot write here: No such file or directory"
+        f"xcr0tool: {unwritable}: cannot write here: no such file or directory"
     )
     assert not unwritable.parent.exists()
 

@@ -521,7 +521,7 @@ def test_write_errors(tmp_path: Path) -> None:
         write_core(core, str(tmp_path / "missing" / "x"))
     assert (
         str(caught.value)
-        == f"{tmp_path / 'missing' / 'x'}: cannot write: no such file or directory"
+        == f"{tmp_path / 'missing' / 'x'}: cannot write here: no such file or directory"
     )
     Path(source).write_bytes(make_core(linux_notes((7,))))
     with pytest.raises(InputError, match="changed since it was read"):

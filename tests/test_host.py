@@ -231,7 +231,7 @@ def test_decode_with_a_saved_layout(tmp_path: Path) -> None:
 def test_save_where_nothing_can_be_written(tmp_path: Path) -> None:
     target = tmp_path / "missing" / "host.json"
     assert one_line_error(run("host", "--save", str(target))) == (
-        f"xcr0tool: {target}: cannot write here: No such file or directory"
+        f"xcr0tool: {target}: cannot write here: no such file or directory"
     )
 
 

@@ -40,3 +40,18 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (
 
 def with_thread(source: str, tid: int | None) -> str:
     return source if tid is None else f"{source}@{tid}"
+
+
+output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write here (default: stdout, if not a terminal).",
+)
+reg_option = click.option(
+    "--reg",
+    "patterns",
+    multiple=True,
+    metavar="GLOB",
+    help="Only these registers (repeatable; globs such as 'zmm*').",
+)

@@ -100,14 +100,10 @@ def missing_subleaves(leaves: Leaf0D) -> list[int]:
 
 def load_layout_file(path: str) -> Layout:
     """`--layout FILE`: a JSON layout, a `cpuid -r` dump or an AIDA64/InstLatx64 dump."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise InputError(path, "no such file") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, not a layout file") from None
-    except OSError as exc:
-        raise InputError(path, exc.strerror or str(exc)) from None
+    from xcr0tool.sources import check_readable_file
+
+    check_readable_file(path, "a layout file")
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)

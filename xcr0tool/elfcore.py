@@ -12,15 +12,15 @@ import functools
 import os
 import stat
 import struct
-import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from construct import ConstructError
 
 from xcr0tool import elfgrammar as g
 from xcr0tool.errors import InputError, UsageError
+from xcr0tool.output import write_atomic
 
 NT_PRSTATUS = 1
 NT_PRFPREG = 2
@@ -174,7 +174,7 @@ def write_core(
             raise src.error("changed since it was read")
         segments = _rebuild_notes(src, elf, notes, _system(elf, notes), edit)
         regions = _place(src, elf, segments, drop_memory)
-        _write_atomically(dest, lambda out: _emit(src, out, regions))
+        write_atomic(dest, lambda out: _emit(src, out, regions))
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -208,7 +208,7 @@ class _Input:
         data = self.read(what, offset, count * records.size)
         return [records.unpack(data, i * records.size) for i in range(count)]
 
-    def copy_to(self, out: BinaryIO, offset: int, size: int) -> None:
+    def copy_to(self, out: IO[bytes], offset: int, size: int) -> None:
         """Copy in bounded chunks: segments can be gigabytes."""
         self.f.seek(offset)
         while size:
@@ -620,7 +620,7 @@ def _sections(
     return loose, riders
 
 
-def _emit(src: _Input, out: BinaryIO, regions: list[_Region]) -> None:
+def _emit(src: _Input, out: IO[bytes], regions: list[_Region]) -> None:
     """Write the regions where `_place` put them. Bytes between regions, which no header
     names, follow the region before them; padding added for alignment reads as zeros."""
     copied_to = 0
@@ -639,26 +639,3 @@ def _emit(src: _Input, out: BinaryIO, regions: list[_Region]) -> None:
             out.write(region.content)
     if src.size > copied_to:
         src.copy_to(out, copied_to, src.size - copied_to)
-
-
-def _write_atomically(dest: str, fill: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file beside `dest`, so `dest` is whole or untouched."""
-    directory = os.path.dirname(os.path.abspath(dest))
-    try:
-        fd, temporary = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp"
-        )
-    except OSError as error:
-        raise InputError(dest, f"cannot write: {_reason(error)}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, dest)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise InputError(dest, f"cannot write: {_reason(error)}") from None
-        raise

@@ -7,6 +7,7 @@ partial file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
-from xcr0tool.errors import XcrError
+from xcr0tool.errors import InputError, XcrError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,22 +42,35 @@ def write_json(data: object) -> None:
 
 
 def write_atomic(path: str, fill: Callable[[IO[bytes]], object]) -> None:
-    """Write a file through a temporary beside it; on any failure remove the temporary."""
+    """Write a file through a temporary beside it, so that it is whole or untouched; on
+    any failure the temporary goes and the error is one line naming the file."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        handle, temporary = tempfile.mkstemp(prefix=".xcr0tool-", dir=directory)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+        )
     except OSError as exc:
-        raise XcrError(f"{path}: cannot write here: {exc.strerror or exc}") from None
+        raise InputError(path, f"cannot write here: {_reason(exc)}") from None
     try:
         with os.fdopen(handle, "wb") as out:
             fill(out)
             out.flush()
             os.fsync(out.fileno())
+        # mkstemp makes the file 0600; give it the mode any new file would get here.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
+    except BaseException as error:
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise InputError(path, f"cannot write: {_reason(error)}") from None
         raise
+
+
+def _reason(error: OSError) -> str:
+    return (error.strerror or str(error)).lower()
 
 
 def write_binary(data: bytes, output: str | None) -> None:

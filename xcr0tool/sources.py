@@ -65,7 +65,9 @@ def split_thread(name: str) -> tuple[str, int | None]:
     return name, None
 
 
-def _check_readable_file(path: str) -> None:
+def check_readable_file(path: str, expected: str = "an XSAVE image or a core") -> None:
+    """One line naming the file, for what every input can be: missing, unreadable, a
+    directory."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -75,7 +77,7 @@ def _check_readable_file(path: str) -> None:
     except OSError as exc:
         raise InputError(path, exc.strerror or str(exc)) from None
     if stat.S_ISDIR(info.st_mode):
-        raise InputError(path, "is a directory, not an XSAVE image or a core")
+        raise InputError(path, f"is a directory, not {expected}")
 
 
 @contextmanager
@@ -134,7 +136,7 @@ def opened_source(
                 yield _raw(data, "<stdin>", explicit, xcr0, host_fallback), None
         return
     path, tid = split_thread(name)
-    _check_readable_file(path)
+    check_readable_file(path)
     with open(path, "rb") as handle:
         head = handle.read(4)
         if head == ELF_MAGIC:
@@ -262,5 +264,5 @@ def _self(layout: Layout | None) -> SourceResult:
 
 def read_path_bytes(path: str) -> bytes:
     """A whole small input file, with the same one-line errors as every source."""
-    _check_readable_file(path)
+    check_readable_file(path)
     return Path(path).read_bytes()

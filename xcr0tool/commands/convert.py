@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cliopts import MASK
+from xcr0tool.cliopts import MASK, output_option
 
 if TYPE_CHECKING:
     from xcr0tool.image import XsaveImage
@@ -59,12 +59,7 @@ if TYPE_CHECKING:
     help="With --to standard: leave out supervisor components (XSAVES images), which the"
     " standard format cannot hold; each one dropped is reported on stderr.",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write here (default: stdout, if not a terminal).",
-)
+@output_option
 def convert(
     source: str,
     form: str,

@@ -7,18 +7,12 @@ from collections.abc import Sequence
 
 import click
 
-from xcr0tool.cliopts import MASK, json_option, layout_option, with_thread
+from xcr0tool.cliopts import MASK, json_option, layout_option, reg_option, with_thread
 
 
 @click.command()
 @click.argument("source")
-@click.option(
-    "--reg",
-    "patterns",
-    multiple=True,
-    metavar="GLOB",
-    help="Only these registers (repeatable; globs such as 'zmm*').",
-)
+@reg_option
 @click.option("--thread", "tid", type=int, metavar="TID", help="Only this thread of a core.")
 @click.option("--xcr0", type=MASK, help="XCR0 of an image that carries none (raw XSAVE output).")
 @click.option(

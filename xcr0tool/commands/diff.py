@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from xcr0tool.cliopts import json_option, layout_option
+from xcr0tool.cliopts import json_option, layout_option, reg_option
 
 LANE_CHOICES = ("u8", "u16", "u32", "u64", "f32", "f64")  # diff.LANES, without importing it
 
@@ -39,13 +39,7 @@ class ThreadPair(click.ParamType):
     show_default=True,
     help="How to split registers into lanes, to mark the ones that differ.",
 )
-@click.option(
-    "--reg",
-    "patterns",
-    multiple=True,
-    metavar="GLOB",
-    help="Only these registers (repeatable; globs such as 'zmm*').",
-)
+@reg_option
 @click.option(
     "--raw",
     is_flag=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from xcr0tool.cliopts import layout_option, with_thread
+from xcr0tool.cliopts import layout_option, output_option, with_thread
 
 
 @click.command()
@@ -12,12 +12,7 @@ from xcr0tool.cliopts import layout_option, with_thread
 @click.option(
     "--thread", "tid", type=int, metavar="TID", help="The thread to extract (default: the first)."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write here (default: stdout, if not a terminal).",
-)
+@output_option
 @layout_option
 def extract(source: str, tid: int | None, output: str | None, layout: str | None) -> None:
     """Write one thread's raw XSAVE image, byte for byte as the source holds it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from xcr0tool.cliopts import MASK, layout_option
+from xcr0tool.cliopts import MASK, layout_option, output_option
 
 
 @click.command()
@@ -31,12 +31,7 @@ from xcr0tool.cliopts import MASK, layout_option
 )
 @click.option("--from-xcr0", "from_xcr0", type=MASK, help="XCR0 of a raw image that carries none.")
 @layout_option
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write here (default: stdout, if not a terminal).",
-)
+@output_option
 def mask(
     source: str,
     mask_value: int,
