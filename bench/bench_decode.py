@@ -103,7 +103,17 @@ def throughput(core: Path, threads: int, runs: int) -> None:
     # moved into Intel's layout is one they read whole.
     intel = core.with_name(core.name + ".intel")
     subprocess.run(
-        [*XCR0TOOL, "convert", "--to", "standard", "--layout", "intel", str(core), "-o", str(intel)],
+        [
+            *XCR0TOOL,
+            "convert",
+            "--to",
+            "standard",
+            "--layout",
+            "intel",
+            str(core),
+            "-o",
+            str(intel),
+        ],
         check=True,
     )
     print("   the same core in Intel's standard layout (what gdb 13 reads whole):")
