@@ -211,3 +211,15 @@ def test_a_layout_given_for_a_core_with_a_note_is_ignored_with_a_warning() -> No
         " + SkylakeX)) is ignored: the core's NT_X86_XSAVE_LAYOUT note takes precedence\n"
     )
     assert "layout: " + str(ONE) + " NT_X86_XSAVE_LAYOUT note" in result.stdout
+
+
+def test_extract_of_a_many_thread_core_says_which_thread() -> None:
+    first_tid = decode_json(str(FOUR))["threads"][0]["tid"]
+    result = subprocess.run(
+        [sys.executable, "-m", "xcr0tool", "extract", str(FOUR)], capture_output=True, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout == (read_core(str(FOUR)).threads[0].xstate or b"")
+    assert result.stderr.decode() == (
+        f"xcr0tool: extracted {FOUR} thread {first_tid}, the first of 4; pick another with --thread TID\n"
+    )

@@ -17,10 +17,24 @@ from xcr0tool.cliopts import layout_option, output_option, with_thread
 def extract(source: str, tid: int | None, output: str | None, layout: str | None) -> None:
     """Write one thread's raw XSAVE image, byte for byte as the source holds it.
 
-    Binary data goes only to a file or a pipe, never to a terminal.
+    SOURCE is an ELF core (CORE@TID or --thread for one thread; the first otherwise, said
+    on stderr), `pid:N`, `self`, a raw image or `-`. Binary data goes only to a file or a
+    pipe, never to a terminal.
+
+    \b
+    Examples:
+      xcr0tool extract core.4242 --thread 4243 -o t4243.xsave
+      xcr0tool extract core.4242 | xcr0tool mask --xcr0 0x7 | xcr0tool decode -
     """
     from xcr0tool.output import write_binary
     from xcr0tool.sources import open_source
 
     result = open_source(with_thread(source, tid), layout_option=layout)
-    write_binary(result.images[0].data, output)
+    first = result.images[0]
+    write_binary(first.data, output)
+    if len(result.images) > 1:
+        click.echo(
+            f"xcr0tool: extracted {first.origin}, the first of {len(result.images)};"
+            " pick another with --thread TID",
+            err=True,
+        )
