@@ -197,3 +197,58 @@ def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     assert {p.name for p in tmp_path.iterdir()} == {"img", "out.bin"}  # no temporary left
+
+
+# Bad cores, made from a real one ---------------------------------------------------------
+CORE = ROOT / "tests" / "fixtures" / "linux-amd-avx512bw-1t.core"
+
+
+def xstate_note_header_offset(data: bytes) -> int:
+    """Where the NT_X86_XSTATE note's header starts, found the way readelf would."""
+    from xcr0tool.elfcore import NT_X86_XSTATE, read_core
+
+    note = next(n for n in read_core(str(CORE)).notes if n.type == NT_X86_XSTATE)
+    return note.desc_offset - 8 - 12  # "LINUX\0" padded to 8, after the 12-byte header
+
+
+def test_truncated_core(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.core"
+    cut.write_bytes(CORE.read_bytes()[:3000])
+    line = one_line_error(run("decode", str(cut)))
+    assert line.startswith(f"xcr0tool: {cut}: truncated: note segment 0 ends at 0x")
+    assert line.endswith(", file is 0xbb8 bytes")
+
+
+def test_note_that_lies_about_its_size(tmp_path: Path) -> None:
+    data = bytearray(CORE.read_bytes())
+    at = xstate_note_header_offset(bytes(data))
+    assert int.from_bytes(data[at : at + 4], "little") == 6  # namesz of "LINUX\0"
+    data[at + 4 : at + 8] = (0x100000).to_bytes(4, "little")  # descsz: 1 MiB
+    liar = tmp_path / "liar.core"
+    liar.write_bytes(bytes(data))
+    line = one_line_error(run("decode", str(liar)))
+    assert line.startswith(f"xcr0tool: {liar}: note ")
+    assert "(NT_X86_XSTATE) claims 1048576 bytes but its segment ends after" in line
+
+
+def test_xstate_note_shorter_than_its_xcr0_needs(tmp_path: Path) -> None:
+    from xcr0tool.elfcore import read_core, write_core
+
+    core = read_core(str(CORE))
+    short = tmp_path / "short.core"
+    write_core(core, str(short), xstate={0: (core.threads[0].xstate or b"")[:1000]})
+    line = one_line_error(run("decode", str(short)))
+    tid = core.threads[0].tid
+    assert line.startswith(
+        f"xcr0tool: {short} thread {tid}: truncated: x87|sse|ymm|opmask|zmm_hi256|hi16_zmm needs 2432 bytes"
+    )
+    assert line.endswith("the image has 1000")
+
+
+def test_elf_that_is_not_a_core() -> None:
+    executable = os.path.realpath(sys.executable)
+    line = one_line_error(run("decode", executable))
+    assert line in (
+        f"xcr0tool: {executable}: an ELF executable, not a core",
+        f"xcr0tool: {executable}: an ELF shared object, not a core",
+    )
