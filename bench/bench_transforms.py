@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xcr0tool import transforms
+from xcr0tool import offsets, transforms
 from xcr0tool.image import XsaveImage, build_image
 from xcr0tool.layout import Layout
 from xcr0tool.profiles import profile_layout
@@ -34,10 +35,10 @@ def make_images(layout: Layout, xcr0: int, count: int, seed: int) -> list[XsaveI
     images = []
     for n in range(count):
         data = bytearray(rng.randbytes(size))
-        data[24:28] = (0x1F80 | rng.getrandbits(6)).to_bytes(4, "little")
+        struct.pack_into("<I", data, offsets.MXCSR, 0x1F80 | rng.getrandbits(6))
         data[416:576] = bytes(160)
-        data[464:472] = xcr0.to_bytes(8, "little")
-        data[512:520] = (rng.getrandbits(64) & xcr0 | 1).to_bytes(8, "little")
+        struct.pack_into("<Q", data, offsets.SW_BYTES, xcr0)
+        struct.pack_into("<Q", data, offsets.XSTATE_BV, rng.getrandbits(64) & xcr0 | 1)
         images.append(build_image(bytes(data), origin=f"bench {n}", layout=layout, xcr0=xcr0))
     return images
 

@@ -62,6 +62,8 @@ class Unavailable(Exception):
 
 
 def _hex_to_bytes(text: str, size: int) -> bytes:
+    if "<unavailable>" in text:  # gdb 13 formats a missing 128-bit piece so
+        raise Unavailable(text)
     m = re.search(r"0x([0-9a-fA-F]+)", text)
     if not m:
         raise ValueError(f"no hex number in {text!r}")

@@ -252,3 +252,11 @@ def test_elf_that_is_not_a_core() -> None:
         f"xcr0tool: {executable}: an ELF executable, not a core",
         f"xcr0tool: {executable}: an ELF shared object, not a core",
     )
+
+
+def test_read_error_names_the_file() -> None:
+    # /proc/self/mem passes every check and fails at the first read: EIO.
+    assert (
+        one_line_error(run("decode", "/proc/self/mem"))
+        == "xcr0tool: /proc/self/mem: input/output error"
+    )

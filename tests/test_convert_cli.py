@@ -17,6 +17,8 @@ import pytest
 from test_transforms import image_for, xsaves_image
 
 from xcr0tool.elfcore import read_core
+from xcr0tool.image import read_u64
+from xcr0tool.offsets import XCOMP_BV
 from xcr0tool.profiles import profile_layout
 
 if TYPE_CHECKING:
@@ -124,11 +126,11 @@ def test_compacted_and_back(zen4_image: Path, tmp_path: Path) -> None:
     ok(run("convert", "--to", "compacted", str(zen4_image), "-o", str(compacted)))
     data = compacted.read_bytes()
     assert len(data) == 2432  # Zen 4's compacted offsets are its standard ones
-    assert int.from_bytes(data[520:528], "little") == 0xE7 | 1 << 63
+    assert read_u64(data, XCOMP_BV) == 0xE7 | 1 << 63
     back = ok(run("convert", "--layout", "amd-zen4", str(compacted)))
     assert back == zen4_image.read_bytes()
     small = ok(run("convert", "--to", "compacted", "--xcomp-bv", "0x7", str(zen4_image)))
-    assert (len(small), int.from_bytes(small[520:528], "little")) == (832, 0x7 | 1 << 63)
+    assert (len(small), read_u64(small, XCOMP_BV)) == (832, 0x7 | 1 << 63)
 
 
 def test_compacted_to_standard_names_the_layout_it_chose(zen4_image: Path) -> None:

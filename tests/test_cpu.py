@@ -82,20 +82,32 @@ class Oracle:
                 self.mxcsr_mask = int(words[1])
 
 
-@pytest.fixture(scope="module")
-def oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+def compile_c(work: Path, name: str, source: str, *flags: str, purpose: str) -> Path:
+    """Build `source` into work/name with gcc -O1; skip the test, saying why it needed
+    the program (`purpose`), where there is no gcc."""
     gcc = shutil.which("gcc")
     if gcc is None:
-        pytest.skip("gcc is not installed: no C oracle for CPUID/XGETBV")
-    work = tmp_path_factory.mktemp("cpu_oracle")
-    (work / "helper.c").write_text(HELPER_C)
+        pytest.skip(f"gcc is not installed: {purpose}")
+    binary = work / name
+    (work / f"{name}.c").write_text(source)
     subprocess.run(
-        [gcc, "-O1", "-o", str(work / "helper"), str(work / "helper.c")],
+        [gcc, "-O1", *flags, "-o", str(binary), str(work / f"{name}.c")],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    run = subprocess.run([str(work / "helper")], check=True, capture_output=True, text=True)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+    helper = compile_c(
+        tmp_path_factory.mktemp("cpu_oracle"),
+        "helper",
+        HELPER_C,
+        purpose="no C oracle for CPUID/XGETBV",
+    )
+    run = subprocess.run([str(helper)], check=True, capture_output=True, text=True)
     return Oracle(run.stdout)
 
 
@@ -284,7 +296,7 @@ def test_zen4_sizes() -> None:
 # ---------------------------------------------------------------- hostinfo, live
 
 
-def _cpuinfo_cpu0() -> dict[str, str]:
+def cpuinfo_cpu0() -> dict[str, str]:
     fields: dict[str, str] = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if not line.strip():
@@ -297,7 +309,7 @@ def _cpuinfo_cpu0() -> dict[str, str]:
 def test_hostinfo_agrees_with_proc_cpuinfo() -> None:
     needs_xsave()
     info = hostinfo.gather_host_info()
-    proc = _cpuinfo_cpu0()
+    proc = cpuinfo_cpu0()
     flags = set(proc["flags"].split())
     assert info.cpuinfo_flags == proc["flags"].split()
     assert info.vendor == proc["vendor_id"]

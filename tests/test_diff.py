@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from coremaker import component_registers
+from test_cli import one_line_error
 
 from xcr0tool.commands.diff import LANE_CHOICES
 from xcr0tool.diff import (
@@ -33,7 +34,8 @@ from xcr0tool.diff import (
     lane_widths,
     lanes_of,
 )
-from xcr0tool.image import XsaveImage, build_image
+from xcr0tool.image import FCW_INIT, MXCSR_INIT, XsaveImage, build_image
+from xcr0tool.offsets import FCW, MXCSR, SW_BYTES, XMM0, XSTATE_BV
 from xcr0tool.profiles import profile_layout
 from xcr0tool.registers import register_map
 
@@ -68,30 +70,21 @@ def run_json(*args: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-def one_line_error(proc: subprocess.CompletedProcess[bytes]) -> str:
-    assert proc.returncode == 2, proc
-    assert proc.stdout == b""
-    lines = proc.stderr.decode().splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in lines[0]
-    return lines[0]
-
-
 def make_image(seed: int = 1, xstate_bv: int = XCR0 & ~1, xcr0: int = XCR0) -> bytearray:
     """A standard image for `xcr0` in the amd-zen4 layout, every byte of the XMM
     registers and extended components random, XCR0 in the word at 464."""
     layout = profile_layout(LAYOUT)
     image = bytearray(layout.standard_size(xcr0))
     rng = random.Random(seed)
-    struct.pack_into("<HH", image, 0, 0x037F, 0)
-    struct.pack_into("<II", image, 24, 0x1F80, 0xFFFF)
-    image[160:416] = rng.randbytes(256)
+    struct.pack_into("<HH", image, FCW, FCW_INIT, 0)
+    struct.pack_into("<II", image, MXCSR, MXCSR_INIT, 0xFFFF)
+    image[XMM0 : XMM0 + 256] = rng.randbytes(256)
     for i, offset in layout.standard_offsets(xcr0).items():
         if i >= 2:
             size = layout.require(i).size
             image[offset : offset + size] = rng.randbytes(size)
-    struct.pack_into("<Q", image, 464, xcr0)
-    struct.pack_into("<Q", image, 512, xstate_bv)
+    struct.pack_into("<Q", image, SW_BYTES, xcr0)
+    struct.pack_into("<Q", image, XSTATE_BV, xstate_bv)
     return image
 
 
@@ -145,7 +138,7 @@ def test_init_state_counts_as_init_values(tmp_path: Path) -> None:
     stale = make_image(xstate_bv=XCR0 & ~1 & ~(1 << 5))
     zeros = bytearray(stale)
     zeros[832 : 832 + 64] = bytes(64)  # opmask, zero and marked in use
-    struct.pack_into("<Q", zeros, 512, XCR0 & ~1)
+    struct.pack_into("<Q", zeros, XSTATE_BV, XCR0 & ~1)
     diff = diff_images(model(stale), model(zeros))
     assert diff.status == SAME
     assert [h.field for h in diff.header] == ["xstate_bv"]
@@ -154,7 +147,7 @@ def test_init_state_counts_as_init_values(tmp_path: Path) -> None:
 def test_register_difference_marks_its_lanes(tmp_path: Path) -> None:
     a = make_image()
     b = bytearray(a)
-    b[160 + 5] ^= 0xFF  # xmm0, byte 5: lane 1 of u32, lane 5 of u8
+    b[XMM0 + 5] ^= 0xFF  # xmm0, byte 5: lane 1 of u32, lane 5 of u8
     pa, pb = write(tmp_path, "a.bin", a), write(tmp_path, "b.bin", b)
     code, out = run_json("diff", pa, pb)
     assert code == 1
@@ -167,7 +160,7 @@ def test_register_difference_marks_its_lanes(tmp_path: Path) -> None:
     _, out8 = run_json("diff", pa, pb, "--lanes", "u8", "--reg", "xmm0")
     (reg,) = out8["pairs"][0]["registers"]
     assert [lane["index"] for lane in reg["lanes"]] == [5]
-    assert reg["a"] == hex(int.from_bytes(a[160:176], "little"))
+    assert reg["a"] == hex(int.from_bytes(a[XMM0 : XMM0 + 16], "little"))
     text = run("diff", pa, pb, "--reg", "xmm0").stdout.decode()
     row_a = next(line for line in text.splitlines() if line.strip().startswith("xmm0"))
     cells = row_a.split(" A ")[1].split()
@@ -202,14 +195,14 @@ def _cpu_state(o: CpuOracle) -> bytes:
     """This CPU's XSAVE of a state with random XMM registers and plain components."""
     rng = random.Random(0xD1FF)
     image = bytearray(o.xsave())
-    image[160:416] = rng.randbytes(256)
-    in_use = int.from_bytes(image[512:520], "little") | 0b10
+    image[XMM0 : XMM0 + 256] = rng.randbytes(256)
+    in_use = int.from_bytes(image[XSTATE_BV : XSTATE_BV + 8], "little") | 0b10
     for i in (2, 5, 6, 7):
         if o.xcr0 >> i & 1:
             offset, size = o.standard_offset(i), o.component_size(i)
             image[offset : offset + size] = rng.randbytes(size)
             in_use |= 1 << i
-    struct.pack_into("<Q", image, 512, in_use)
+    struct.pack_into("<Q", image, XSTATE_BV, in_use)
     saved = o.xrstor_then_xsave(bytes(image))
     assert saved is not None
     return saved
@@ -236,7 +229,7 @@ def test_cpu_masked_form_differs_in_the_removed_registers(
     assert masked is not None
     removed = cpu_oracle.xcr0 & ~rfbm
     init = bytearray(state)
-    init[512:520] = bytes(8)  # every component in its init state
+    init[XSTATE_BV : XSTATE_BV + 8] = bytes(8)  # every component in its init state
     source = write(tmp_path, "state.bin", state)
     regs = register_map(build_image(state, origin="state", layout=None, xcr0=cpu_oracle.xcr0))
     init_regs = register_map(
@@ -253,8 +246,9 @@ def test_cpu_masked_form_differs_in_the_removed_registers(
 @pytest.mark.cpu
 def test_cpu_mxcsr_with_sse_and_avx_init(cpu_oracle: CpuOracle) -> None:
     state = bytearray(_cpu_state(cpu_oracle))
-    struct.pack_into("<I", state, 24, 0x1FC0)
-    struct.pack_into("<Q", state, 512, int.from_bytes(state[512:520], "little") & ~0b110)
+    struct.pack_into("<I", state, MXCSR, 0x1FC0)
+    in_use = int.from_bytes(state[XSTATE_BV : XSTATE_BV + 8], "little")
+    struct.pack_into("<Q", state, XSTATE_BV, in_use & ~0b110)
     compacted = cpu_oracle.xrstor_then_xsavec(bytes(state))
     assert compacted is not None
     a = build_image(bytes(state), origin="a", layout=None, xcr0=cpu_oracle.xcr0)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_corpus import LLDB_ST, LLDB_XMM
 
 from xcr0tool import elfgrammar as g
 from xcr0tool.elfcore import (
@@ -838,18 +839,8 @@ def test_corpus_lldb_registers(name: str) -> None:
     assert xstate is not None
     assert struct.unpack_from("<HH", xstate, 0) == (0x037F, 0)  # fctrl, fstat
     assert struct.unpack_from("<II", xstate, 24) == (0x1F80, 0xFFFF)  # mxcsr, mask
-    assert xstate[32:42] == bytes.fromhex("99f7cffb849a209afd3f")  # st0
-    lanes = [
-        0x46643129,
-        0x6486ED9C,
-        0xD71FC207,
-        0x254820A2,
-        0xC4A85AEB,
-        0x0B204149,
-        0x4F8BF1F8,
-        0xCD30F113,
-    ]
-    for i, lane in enumerate(lanes):
+    assert xstate[32:42] == bytes.fromhex(LLDB_ST[0])
+    for i, lane in enumerate(LLDB_XMM):
         assert struct.unpack_from("<4I", xstate, 160 + 16 * i) == (lane,) * 4
 
 

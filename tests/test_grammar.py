@@ -17,10 +17,11 @@ from xcr0tool.grammar import (
     xsave_header,
     xtilecfg,
 )
-from xcr0tool.image import XsaveImage, signal_frame_info
+from xcr0tool.image import XsaveImage
 from xcr0tool.layout import ComponentLayout, layout_from_components
 from xcr0tool.profiles import profile_layout
 from xcr0tool.registers import component_fields, register_map
+from xcr0tool.sigframe import signal_frame_info
 
 EXTENDED = [c for c in CATALOGUE if c.id >= 2]
 

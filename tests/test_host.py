@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import test_cpu
 from test_cli import one_line_error, run
-from test_cpu import ZEN4, Oracle, _cpuinfo_cpu0
+from test_cpu import ZEN4, Oracle, cpuinfo_cpu0, needs_xsave
 
 from xcr0tool import cpu, hostinfo
 from xcr0tool.cli import main
@@ -42,11 +42,6 @@ def host_json(*args: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
-
-
-def needs_xsave() -> None:
-    if not cpu.cpuid(1)[2] & 1 << 27:
-        pytest.skip("CPUID.1:ECX.OSXSAVE is 0: no XSAVE on this machine")
 
 
 def compacted_offsets(
@@ -140,7 +135,7 @@ def test_xcr0_sizes_and_instructions_equal_c_helper(oracle: Oracle) -> None:
 def test_agrees_with_proc_cpuinfo() -> None:
     needs_xsave()
     out = host_json()
-    proc = _cpuinfo_cpu0()
+    proc = cpuinfo_cpu0()
     flags = set(proc["flags"].split())
     assert out["cpu"]["vendor"] == proc["vendor_id"]
     assert out["cpu"]["family"] == int(proc["cpu family"])
@@ -191,7 +186,7 @@ def test_save_round_trips_through_layout(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["this-host.json"]  # written whole, no temporary left
 
     data = json.loads(saved.read_text())
-    proc = _cpuinfo_cpu0()
+    proc = cpuinfo_cpu0()
     brand = f" ({out['cpu']['brand']})" if out["cpu"]["brand"] else ""
     assert data["source"] == (
         f"CPUID leaf 0xD of {proc['vendor_id']} family {proc['cpu family']} model"
@@ -201,7 +196,7 @@ def test_save_round_trips_through_layout(tmp_path: Path) -> None:
     assert data["xcr0"] == out["xcr0"]
 
     loaded = load_layout_file(str(saved))
-    assert loaded.source == f"layout file {saved}"
+    assert loaded.source == f"layout file {saved} ({data['source']})"
     here = layout_from_cpuid(cpu.leaf_0d(), "here")
     assert loaded.components == here.components
     assert (loaded.xcr0_capable, loaded.xss_capable) == (here.xcr0_capable, here.xss_capable)
@@ -220,7 +215,7 @@ def test_decode_with_a_saved_layout(tmp_path: Path) -> None:
     result = run("decode", "--json", "--layout", str(saved), str(image))
     assert result.returncode == 0, result.stderr
     with_file = json.loads(result.stdout)
-    assert with_file["layout"]["source"] == f"layout file {saved}"
+    assert with_file["layout"]["source"].startswith(f"layout file {saved} (CPUID leaf 0xD of ")
     # the snapshot has no XCR0 word: by default this machine's own layout is used
     default = json.loads(run("decode", "--json", str(image)).stdout)
     assert default["layout"]["source"] == "this machine's CPUID leaf 0xD"

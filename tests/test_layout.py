@@ -146,7 +146,7 @@ def test_json_layout_round_trip(tmp_path: Path) -> None:
         path.write_text(json.dumps(layout.to_json()))
         again = load_layout_file(str(path))
         assert again.components == layout.components
-        assert again.source == f"layout file {path}"
+        assert again.source == f"layout file {path} ({layout.source})"
 
 
 def test_layout_file_errors(tmp_path: Path) -> None:
@@ -202,3 +202,20 @@ def test_supervisor_has_no_standard_offset() -> None:
     intel = profile_layout("intel")
     with pytest.raises(LayoutError, match=r"component 11 \(cet_u\) is a supervisor component"):
         intel.standard_size(0x7 | 1 << 11)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[]", 'expected {"components": [...]}'),
+        ('{"components": [{"id": 2}]}', "component 0 needs integer 'id' and 'size'"),
+        ('{"components": [{"id": 70, "size": 8}]}', "component 0: id 70, size 8"),
+        ('{"components": [], "xcr0_capable": "lots"}', "xcr0_capable 'lots' is not a number"),
+    ],
+)
+def test_bad_layout_files(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(LayoutError) as caught:
+        load_layout_file(str(path))
+    assert str(caught.value) == f"layout file {path}: not a layout file: {problem}"

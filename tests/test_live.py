@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ import pytest
 import test_ptrace
 from coremaker import component_registers, live_regs
 from gdb_oracle import gdb_view, misplaced_components
-from test_cli import ROOT, one_line_error, run
+from test_cli import one_line_error, run
 from test_decode_gdb import CONTRACT, _diff, _json_registers, _missing
-from test_ptrace import SLOT_VFORK, Spawn, Tracer, value
+from test_ptrace import SLOT_VFORK, Spawn, Tracer, reader_held_by_vfork, value
 
 from xcr0tool import cpu
 from xcr0tool.cli import main
@@ -213,17 +212,7 @@ print("exit", code, ",".join(sorted(tracers)))
 @pytest.mark.slow
 def test_sigint_during_the_read(spawn: Spawn) -> None:
     """Ctrl-C while attached: every thread is released, then exit 130, no traceback."""
-    child = spawn(2, "sse", "vfork", "2")
-    child.read_until(lambda: "vfork-blocked" in child.lines)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", CLI_READER, str(child.pid)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    # attached, and waiting for the thread blocked in vfork() to stop
-    child.wait_for(lambda: child.status(child.pid, "TracerPid") == str(reader.pid), "the attach")
+    child, reader = reader_held_by_vfork(spawn, 2, CLI_READER)
     reader.send_signal(signal.SIGINT)
     reader.send_signal(signal.SIGINT)
     out, err = reader.communicate(timeout=30)
@@ -282,10 +271,7 @@ def test_a_traced_thread_releases_the_others(spawn: Spawn, tracer: Tracer) -> No
         f"xcr0tool: pid:{child.pid}: thread {victim} already traced by pid {other}"
         " (tinytracer); detach it first"
     )
-    for tid in child.tasks():
-        if tid != victim:
-            assert child.status(tid, "TracerPid") == "0"
-    child.assert_runs_on()
+    child.assert_released_but(victim)
 
 
 def test_no_such_process() -> None:

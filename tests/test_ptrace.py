@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_cpu import compile_c
 
 from xcr0tool import cpu
 from xcr0tool.errors import InputError
@@ -234,24 +235,14 @@ def kvalue(thread: int, j: int) -> int:
 
 @pytest.fixture(scope="session")
 def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: cannot build the test child")
     work = tmp_path_factory.mktemp("ptrace_bin")
-    built = {}
-    for name, source, extra in (
-        ("xstate_child", CHILD_C, ["-pthread"]),
-        ("tinytracer", TRACER_C, []),
-    ):
-        (work / f"{name}.c").write_text(source)
-        subprocess.run(
-            [gcc, "-O1", "-Wall", *extra, "-o", str(work / name), str(work / f"{name}.c")],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        built[name] = work / name
-    return built
+    purpose = "cannot build the test child"
+    return {
+        "xstate_child": compile_c(
+            work, "xstate_child", CHILD_C, "-Wall", "-pthread", purpose=purpose
+        ),
+        "tinytracer": compile_c(work, "tinytracer", TRACER_C, "-Wall", purpose=purpose),
+    }
 
 
 def host_isa() -> str:
@@ -333,6 +324,13 @@ class Child:
         for tid in self.tasks():
             tracer = self.status(tid, "TracerPid")
             assert tracer in ("", "0"), f"thread {tid} is still traced by {tracer}"
+
+    def assert_released_but(self, victim: int) -> None:
+        """Every thread but `victim` is untraced, and every worker runs on."""
+        for tid in self.tasks():
+            if tid != victim:
+                assert self.status(tid, "TracerPid") == "0"
+        self.assert_runs_on()
 
     def assert_runs_on(self) -> None:
         before = {i: self.counter(i) for i in self.workers}
@@ -612,23 +610,28 @@ print("read", len(threads))
 """
 
 
-def start_reader(pid: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", READER, str(pid)],
+def reader_held_by_vfork(
+    spawn: Spawn, threads: int, script: str = READER
+) -> tuple[Child, subprocess.Popen[str]]:
+    """A child with a thread blocked in vfork(), and a `script` reading it in another
+    process: attached, and kept waiting for that thread to stop."""
+    child = spawn(threads, "sse", "vfork", "2")
+    child.read_until(lambda: "vfork-blocked" in child.lines)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", script, str(child.pid)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    child.wait_for(lambda: child.status(child.pid, "TracerPid") == str(reader.pid), "the attach")
+    return child, reader
 
 
 @pytest.mark.slow
 def test_slow_thread_signals_are_delivered(spawn: Spawn) -> None:
     """A thread blocked in vfork() stops late; a signal sent meanwhile still arrives."""
-    child = spawn(2, "sse", "vfork", "2")
-    child.read_until(lambda: "vfork-blocked" in child.lines)
-    reader = start_reader(child.pid)
-    child.wait_for(lambda: child.status(child.pid, "TracerPid") == str(reader.pid), "the attach")
+    child, reader = reader_held_by_vfork(spawn, 2)
     os.kill(child.pid, signal.SIGUSR1)
     out, err = reader.communicate(timeout=30)
     assert reader.returncode == 0, err
@@ -642,10 +645,7 @@ def test_slow_thread_signals_are_delivered(spawn: Spawn) -> None:
 @pytest.mark.slow
 def test_sigint_while_attached(spawn: Spawn) -> None:
     """Ctrl-C during the read: every thread is detached first, then KeyboardInterrupt."""
-    child = spawn(2, "sse", "vfork", "2")
-    child.read_until(lambda: "vfork-blocked" in child.lines)
-    reader = start_reader(child.pid)
-    child.wait_for(lambda: child.status(child.pid, "TracerPid") == str(reader.pid), "the attach")
+    child, reader = reader_held_by_vfork(spawn, 2)
     # The reader is now attached and waiting for the vfork thread to stop. Press
     # Ctrl-C twice: a reader that let the first one through would be cleaning up
     # (waiting to detach) when the second one hits it.
@@ -670,10 +670,7 @@ def test_process_killed_during_the_read(spawn: Spawn) -> None:
     The main thread of a killed process cannot be reaped before its other threads, and
     only the tracer can reap those: a reader blocked on the main thread would deadlock.
     """
-    child = spawn(3, "sse", "vfork", "2")
-    child.read_until(lambda: "vfork-blocked" in child.lines)
-    reader = start_reader(child.pid)
-    child.wait_for(lambda: child.status(child.pid, "TracerPid") == str(reader.pid), "the attach")
+    child, reader = reader_held_by_vfork(spawn, 3)
     child.proc.kill()
     out, err = reader.communicate(timeout=30)
     assert (reader.returncode, out.strip()) == (
@@ -731,10 +728,7 @@ def test_already_traced_thread_releases_the_others(spawn: Spawn, tracer: Tracer)
         f"pid:{child.pid}: thread {victim} already traced by pid {other} (tinytracer); "
         "detach it first"
     )
-    for tid in child.tasks():
-        if tid != victim:
-            assert child.status(tid, "TracerPid") == "0"
-    child.assert_runs_on()
+    child.assert_released_but(victim)
 
 
 @pytest.mark.gdb

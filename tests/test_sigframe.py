@@ -12,13 +12,13 @@ the kernel's sw_bytes give). Values are test_ptrace's `value`/`kvalue` pattern, 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_cli import one_line_error, run
+from test_cpu import compile_c
 from test_ptrace import host_isa, kvalue, value
 
 from xcr0tool import cpu
@@ -119,20 +119,18 @@ def expected_registers(isa: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def frame_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(a real signal frame's fpstate, the register set loaded into it)."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: cannot build the signal-frame program")
     work = tmp_path_factory.mktemp("sigframe")
-    (work / "frame.c").write_text(FRAME_C)
-    subprocess.run(
-        [gcc, "-O1", "-Wall", f"-DINDEX={INDEX}", "-o", str(work / "frame"), str(work / "frame.c")],
-        check=True,
-        capture_output=True,
-        timeout=120,
+    program = compile_c(
+        work,
+        "frame",
+        FRAME_C,
+        "-Wall",
+        f"-DINDEX={INDEX}",
+        purpose="cannot build the signal-frame program",
     )
     isa = host_isa()
     out = work / "frame.bin"
-    subprocess.run([str(work / "frame"), str(out), isa], check=True, capture_output=True)
+    subprocess.run([str(program), str(out), isa], check=True, capture_output=True)
     return out, isa
 
 
@@ -146,8 +144,28 @@ def saved_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def layout_source(saved_layout: Path) -> str:
+    """How decode names the layout `host --save` wrote: the file, then the machine."""
+    return f"layout file {saved_layout} ({json.loads(saved_layout.read_text())['source']})"
+
+
 def u32(data: bytes, at: int) -> int:
     return int.from_bytes(data[at : at + 4], "little")
+
+
+def read_frame(frame_file: tuple[Path, str]) -> tuple[bytes, int, int]:
+    """The frame's bytes, and the xstate_size and xfeatures its sw_bytes give."""
+    data = frame_file[0].read_bytes()
+    return data, u32(data, 480), int.from_bytes(data[472:480], "little")
+
+
+def cut_short(end: int, xstate_size: int) -> str:
+    """The note for a frame whose buffer ends at `end`, before its magic2."""
+    return (
+        f"signal frame: the buffer ends at {end} bytes, before magic2 at byte {xstate_size}"
+        f" (xstate_size): the frame was cut short (a whole frame is extended_size,"
+        f" {xstate_size + 4}, bytes)"
+    )
 
 
 def patched(data: bytes, at: int, word: int, width: int = 4) -> bytes:
@@ -169,18 +187,23 @@ def write(tmp_path: Path, data: bytes) -> Path:
     return path
 
 
+def assert_program_registers(thread: dict[str, Any], isa: str) -> None:
+    """The decoded thread holds what the program loaded."""
+    registers = {name: int(text, 16) for name, text in thread["registers"].items()}
+    want = expected_registers(isa)
+    assert {name: registers[name] for name in want} == want
+
+
 # ---------------------------------------------------------------- a real frame
 
 
 def test_real_frame_decodes_with_the_program_values(frame_file: tuple[Path, str]) -> None:
     path, isa = frame_file
-    data = path.read_bytes()
-    xstate_size = u32(data, 480)
+    data, xstate_size, xfeatures = read_frame(frame_file)
     # what the kernel wrote (arch/x86/kernel/fpu/signal.c)
     assert u32(data, 464) == MAGIC1
     assert u32(data, 468) == len(data) == xstate_size + 4
     assert u32(data, xstate_size) == MAGIC2
-    xfeatures = int.from_bytes(data[472:480], "little")
 
     out = decode(path)
     (thread,) = out["threads"]
@@ -202,16 +225,12 @@ def test_real_frame_decodes_with_the_program_values(frame_file: tuple[Path, str]
     assert out["layout"]["source"].startswith(
         f"guess from XCR0 {xfeatures:#x} and {xstate_size} bytes"
     )
-    registers = {name: int(text, 16) for name, text in thread["registers"].items()}
-    want = expected_registers(isa)
-    assert {name: registers[name] for name in want} == want
+    assert_program_registers(thread, isa)
 
 
 def test_real_frame_text_shows_the_sw_bytes(frame_file: tuple[Path, str]) -> None:
     path, _ = frame_file
-    data = path.read_bytes()
-    xstate_size = u32(data, 480)
-    xfeatures = int.from_bytes(data[472:480], "little")
+    _, xstate_size, xfeatures = read_frame(frame_file)
     result = run("decode", str(path), "--reg", "xmm0")
     assert result.returncode == 0, result.stderr
     assert (
@@ -231,8 +250,7 @@ def notes_of(path: Path, *args: str) -> list[str]:
 
 
 def test_wrong_magic2(frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
+    data, size, _ = read_frame(frame_file)
     broken = write(tmp_path, patched(data, size, 0))
     assert notes_of(broken, "--layout", str(saved_layout)) == [
         f"signal frame: magic2 at byte {size} (xstate_size) is 0x00000000, not 0x46505845"
@@ -240,18 +258,14 @@ def test_wrong_magic2(frame_file: tuple[Path, str], tmp_path: Path, saved_layout
     text = run("decode", str(broken), "--reg", "xmm0").stdout.decode()
     assert "magic2 0x00000000 (wrong)\n" in text
     # the registers are still the program's
-    out = decode(broken)
-    registers = {n: int(v, 16) for n, v in out["threads"][0]["registers"].items()}
-    want = expected_registers(frame_file[1])
-    assert {name: registers[name] for name in want} == want
+    (thread,) = decode(broken)["threads"]
+    assert_program_registers(thread, frame_file[1])
 
 
 def test_xstate_size_off_magic2(
     frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path
 ) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
-    xfeatures = int.from_bytes(data[472:480], "little")
+    data, size, xfeatures = read_frame(frame_file)
     broken = write(tmp_path, patched(data, 480, 1000))
     assert notes_of(broken, "--layout", str(saved_layout)) == [
         f"signal frame: magic2 at byte 1000 (xstate_size) is {u32(data, 1000):#010x},"
@@ -269,9 +283,7 @@ def test_xstate_size_off_magic2(
 def test_xstate_size_past_the_end(
     frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path
 ) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
-    xfeatures = int.from_bytes(data[472:480], "little")
+    data, size, xfeatures = read_frame(frame_file)
     broken = write(tmp_path, patched(data, 480, 5000))
     assert notes_of(broken, "--layout", str(saved_layout)) == [
         f"signal frame: no magic2: xstate_size 5000 points past the end of the"
@@ -287,9 +299,7 @@ def test_xstate_size_past_the_end(
 def test_xstate_size_below_the_header(
     frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path
 ) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
-    xfeatures = int.from_bytes(data[472:480], "little")
+    data, size, xfeatures = read_frame(frame_file)
     broken = write(tmp_path, patched(data, 480, 100))
     assert notes_of(broken, "--layout", str(saved_layout)) == [
         "signal frame: xstate_size 100 is below 576, the legacy region and XSAVE header",
@@ -302,8 +312,7 @@ def test_xstate_size_below_the_header(
 def test_extended_size_of_a_32_bit_frame(
     frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path
 ) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
+    data, size, _ = read_frame(frame_file)
     broken = write(tmp_path, patched(data, 468, size + 4 + 112))
     assert notes_of(broken, "--layout", str(saved_layout)) == [
         f"signal frame: extended_size {size + 116} is xstate_size + 4 + 112: a 32-bit"
@@ -322,23 +331,17 @@ def test_xfeatures_not_an_xcr0(
 
 
 def test_frame_cut_to_its_legacy_region(frame_file: tuple[Path, str], tmp_path: Path) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
+    data, size, _ = read_frame(frame_file)
     (thread,) = decode(write(tmp_path, data[:512]))["threads"]
     assert thread["format"] == "fxsave"
-    assert thread["notes"] == [
-        f"signal frame: the buffer ends at 512 bytes, before magic2 at byte {size}"
-        f" (xstate_size): the frame was cut short (a whole frame is extended_size,"
-        f" {size + 4}, bytes)"
-    ]
+    assert thread["notes"] == [cut_short(512, size)]
 
 
 # ---------------------------------------------------------------- rejected: one line, exit 2
 
 
 def test_broken_magic1_is_no_longer_a_frame(frame_file: tuple[Path, str], tmp_path: Path) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
+    data, size, _ = read_frame(frame_file)
     broken = write(tmp_path, patched(data, 464, 0))
     xstate_bv = int.from_bytes(data[512:520], "little")
     guessed = xstate_bv | 0b11
@@ -354,9 +357,7 @@ def test_broken_magic1_is_no_longer_a_frame(frame_file: tuple[Path, str], tmp_pa
 def test_broken_magic1_decodes_when_told_xcr0_and_layout(
     frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path
 ) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
-    xfeatures = int.from_bytes(data[472:480], "little")
+    data, size, xfeatures = read_frame(frame_file)
     broken = write(tmp_path, patched(data, 464, 0))
     (thread,) = decode(broken, "--layout", str(saved_layout), "--xcr0", hex(xfeatures))["threads"]
     assert "signal_frame" not in thread
@@ -367,27 +368,21 @@ def test_broken_magic1_decodes_when_told_xcr0_and_layout(
 
 
 def test_frame_cut_short(frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
-    xfeatures = int.from_bytes(data[472:480], "little")
+    data, size, xfeatures = read_frame(frame_file)
     cut = write(tmp_path, data[:1500])
     assert one_line_error(run("decode", "--layout", str(saved_layout), str(cut))) == (
         f"xcr0tool: {cut}: truncated: {describe_mask(xfeatures)} needs {size} bytes in the"
-        f" standard format (layout file {saved_layout}), the image has 1500; signal frame:"
-        f" the buffer ends at 1500 bytes, before magic2 at byte {size} (xstate_size): the"
-        f" frame was cut short (a whole frame is extended_size, {size + 4}, bytes)"
+        f" standard format ({layout_source(saved_layout)}), the image has 1500;"
+        f" {cut_short(1500, size)}"
     )
 
 
 def test_frame_cut_inside_the_header(frame_file: tuple[Path, str], tmp_path: Path) -> None:
-    data = frame_file[0].read_bytes()
-    size = u32(data, 480)
+    data, size, _ = read_frame(frame_file)
     cut = write(tmp_path, data[:540])
     assert one_line_error(run("decode", str(cut))) == (
         f"xcr0tool: {cut}: 540 bytes is too small for an XSAVE image (legacy region and"
-        f" header need 576); signal frame: the buffer ends at 540 bytes, before magic2 at"
-        f" byte {size} (xstate_size): the frame was cut short (a whole frame is"
-        f" extended_size, {size + 4}, bytes)"
+        f" header need 576); {cut_short(540, size)}"
     )
 
 
@@ -395,13 +390,12 @@ def test_xfeatures_with_a_stray_bit_fits_no_layout(
     frame_file: tuple[Path, str], tmp_path: Path, saved_layout: Path
 ) -> None:
     """xfeatures naming a component this machine's layout lacks: nothing can be placed."""
-    data = frame_file[0].read_bytes()
-    xfeatures = int.from_bytes(data[472:480], "little")
+    data, _, xfeatures = read_frame(frame_file)
     missing = next(i for i in (19, 18, 17, 9, 3) if not cpu.leaf_0d().get(i))
     wide = xfeatures | 1 << missing
     broken = write(tmp_path, patched(data, 472, wide, width=8))
     line = one_line_error(run("decode", "--layout", str(saved_layout), str(broken)))
     assert line == (
-        f"xcr0tool: {broken}: the layout (layout file {saved_layout}) does not know"
+        f"xcr0tool: {broken}: the layout ({layout_source(saved_layout)}) does not know"
         f" component {missing} ({component(missing).name})"
     )

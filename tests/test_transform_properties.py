@@ -9,14 +9,15 @@ random contents, random XSTATE_BV, and stale bytes wherever nothing is in use.
 from __future__ import annotations
 
 import random
+import struct
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xcr0tool import transforms
-from xcr0tool.components import COMPACTED_BIT
-from xcr0tool.image import COMPACTED, STANDARD, XsaveImage, build_image
+from xcr0tool import offsets, transforms
+from xcr0tool.components import COMPACTED_BIT, EXTENDED_START
+from xcr0tool.image import COMPACTED, STANDARD, XsaveImage, build_image, read_u64
 from xcr0tool.layout import ComponentLayout, Layout, layout_from_components
 from xcr0tool.profiles import profile_layout
 
@@ -80,18 +81,17 @@ def images(draw: st.DrawFn, form: str | None = None) -> Case:
         size, space = layout.standard_size(xcr0), xcr0
     data = bytearray(rng.randbytes(size))
     mxcsr = draw(st.sampled_from([0x1F80, 0x1F80 | rng.getrandbits(6), 0x3F80, 0x9FC0]))
-    data[24:28] = mxcsr.to_bytes(4, "little")
-    data[512:520] = (space & draw(st.integers(0, 2**64 - 1))).to_bytes(8, "little")
-    data[520:576] = bytes(56)
+    struct.pack_into("<I", data, offsets.MXCSR, mxcsr)
+    struct.pack_into("<Q", data, offsets.XSTATE_BV, space & draw(st.integers(0, 2**64 - 1)))
+    data[offsets.XCOMP_BV : EXTENDED_START] = bytes(EXTENDED_START - offsets.XCOMP_BV)
     if chosen == COMPACTED:
-        data[520:528] = (space | COMPACTED_BIT).to_bytes(8, "little")
+        struct.pack_into("<Q", data, offsets.XCOMP_BV, space | COMPACTED_BIT)
     given = xcr0 if chosen == STANDARD else None
     image = build_image(bytes(data), origin="generated", layout=layout, xcr0=given)
     return Case(image, draw(xcr0_values(layout)))
 
 
-def state(image: XsaveImage) -> dict[int, bytes]:
-    return transforms.canonical_state(image)
+state = transforms.canonical_state
 
 
 def kept(full: dict[int, bytes], xcr0: int) -> dict[int, bytes]:
@@ -171,7 +171,7 @@ def test_mask_keeps_exactly_the_masked_state(case: Case) -> None:
     assert masked.xstate_bv & ~(image.xstate_bv & case.other_mask) == 0  # nothing added
     if image.format == STANDARD:
         assert len(masked.data) == image.layout.standard_size(xcr0)
-        assert int.from_bytes(masked.data[464:472], "little") == xcr0
+        assert read_u64(masked.data, offsets.SW_BYTES) == xcr0
     full = state(image)
     got = state(masked)
     assert {i: v for i, v in got.items() if i != 1} == {

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from xcr0tool import transforms
-from xcr0tool.components import COMPACTED_BIT, SUPERVISOR_MASK
+from xcr0tool import offsets, transforms
+from xcr0tool.components import COMPACTED_BIT, LEGACY_SIZE, SUPERVISOR_MASK
 from xcr0tool.errors import InputError, UsageError
-from xcr0tool.image import COMPACTED, STANDARD, XsaveImage, build_image
+from xcr0tool.image import COMPACTED, STANDARD, XsaveImage, build_image, read_u64
 from xcr0tool.layout import Layout, layout_from_cpuid
 from xcr0tool.profiles import profile_layout
 from xcr0tool.registers import register_map
@@ -38,15 +38,11 @@ if TYPE_CHECKING:
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PLAIN_COMPONENTS = (2, 5, 6, 7)  # any bytes load without changing how the helper runs
-SW_BYTES = slice(464, 512)
+SW_BYTES = slice(offsets.SW_BYTES, LEGACY_SIZE)
 
 
 def outside_sw_bytes(data: bytes) -> bytes:
     return data[: SW_BYTES.start] + data[SW_BYTES.stop :]
-
-
-def u64(data: bytes | bytearray, offset: int) -> int:
-    return int(struct.unpack_from("<Q", data, offset)[0])
 
 
 # ----- images the CPU made ------------------------------------------------------------
@@ -64,13 +60,13 @@ def random_state(o: CpuOracle, seed: int) -> bytes:
     for k in range(8):  # ST0-7: normal extended-precision numbers
         mantissa = rng.getrandbits(63) | 1 << 63
         exponent = rng.randrange(1, 0x7FFF) | rng.getrandbits(1) << 15
-        struct.pack_into("<QH", image, 32 + 16 * k, mantissa, exponent)
-    image[0:2] = (0x037F | rng.getrandbits(2) << 10).to_bytes(2, "little")
-    image[4] = rng.getrandbits(8)  # abridged FTW
+        struct.pack_into("<QH", image, offsets.ST0 + offsets.ST_STRIDE * k, mantissa, exponent)
+    struct.pack_into("<H", image, offsets.FCW, 0x037F | rng.getrandbits(2) << 10)
+    image[offsets.ABRIDGED_FTW] = rng.getrandbits(8)
     mxcsr = (0x1F80 | rng.getrandbits(6) | rng.getrandbits(2) << 13) & o.mxcsr_mask
-    image[24:28] = (mxcsr if rng.random() < 0.8 else 0x1F80).to_bytes(4, "little")
-    image[160:416] = rng.randbytes(256)
-    xstate_bv = u64(image, 512)
+    struct.pack_into("<I", image, offsets.MXCSR, mxcsr if rng.random() < 0.8 else 0x1F80)
+    image[offsets.XMM0 : offsets.XMM0 + 256] = rng.randbytes(256)
+    xstate_bv = read_u64(image, offsets.XSTATE_BV)
     for i in (0, 1, *PLAIN_COMPONENTS):
         if not o.xcr0 >> i & 1:
             continue
@@ -78,7 +74,7 @@ def random_state(o: CpuOracle, seed: int) -> bytes:
             offset, size = o.standard_offset(i), o.component_size(i)
             image[offset : offset + size] = rng.randbytes(size)
         xstate_bv = xstate_bv | 1 << i if rng.random() < 0.7 else xstate_bv & ~(1 << i)
-    image[512:520] = xstate_bv.to_bytes(8, "little")
+    struct.pack_into("<Q", image, offsets.XSTATE_BV, xstate_bv)
     saved = o.xrstor_then_xsave(bytes(image))
     assert saved is not None, "the CPU refused a randomised image"
     return saved
@@ -124,7 +120,7 @@ def test_standard_from_the_cpus_compacted_image_keeps_the_state(
     ours, dropped = transforms.to_standard(cpu_image(o, compacted, "xsavec"))
     assert dropped == ()
     assert (ours.format, len(ours.data)) == (STANDARD, o.standard_size)
-    assert u64(ours.data, 464) == o.xcr0  # the XCR0 word, as the kernel writes it
+    assert read_u64(ours.data, offsets.SW_BYTES) == o.xcr0  # the XCR0 word, as the kernel writes it
     want = transforms.canonical_state(cpu_image(o, original))
     assert transforms.canonical_state(ours) == want
     # The CPU loads our image to that same state.
@@ -151,7 +147,7 @@ def check_mask_against_cpu(o: CpuOracle, image: XsaveImage) -> None:
         assert len(ours.data) == size == report.size_after, f"mask {rfbm:#x}"
         assert cpu[size:] == bytes(len(cpu) - size), "the CPU wrote past the standard size"
         assert outside_sw_bytes(ours.data) == outside_sw_bytes(cpu[:size]), f"mask {rfbm:#x}"
-        assert u64(ours.data, 464) == rfbm
+        assert read_u64(ours.data, offsets.SW_BYTES) == rfbm
 
 
 @pytest.fixture(scope="module")
@@ -223,10 +219,10 @@ def image_for(layout: Layout, xcr0: int, seed: int, xstate_bv: int | None = None
     rng = random.Random(seed)
     size = layout.standard_size(xcr0)
     data = bytearray(rng.randbytes(size))
-    data[24:28] = (0x1F80 | rng.getrandbits(6)).to_bytes(4, "little")
+    struct.pack_into("<I", data, offsets.MXCSR, 0x1F80 | rng.getrandbits(6))
     data[416:576] = bytes(160)
-    data[464:472] = xcr0.to_bytes(8, "little")
-    data[512:520] = (xcr0 if xstate_bv is None else xstate_bv).to_bytes(8, "little")
+    struct.pack_into("<Q", data, offsets.SW_BYTES, xcr0)
+    struct.pack_into("<Q", data, offsets.XSTATE_BV, xcr0 if xstate_bv is None else xstate_bv)
     # Init-state components hold their init values, as the kernel and XSAVE write them.
     image = build_image(bytes(data), origin=f"random {seed}", layout=layout, xcr0=xcr0)
     return transforms.relayout(image, layout)
@@ -275,17 +271,17 @@ def test_compacted_alignment_with_amx() -> None:
     intel = profile_layout("intel")
     image = image_for(intel, 0x602E7, seed=2)
     compacted = transforms.to_compacted(image, 0x60207)
-    offsets = {2: 576, 9: 832, 17: 896, 18: 960}
+    placed = {2: 576, 9: 832, 17: 896, 18: 960}
     assert compacted.format == COMPACTED
-    assert u64(compacted.data, 520) == 0x60207 | COMPACTED_BIT
+    assert compacted.xcomp_bv == 0x60207 | COMPACTED_BIT
     assert len(compacted.data) == 960 + 8192
-    for i, offset in offsets.items():
+    for i, offset in placed.items():
         size = intel.require(i).size
         standard = intel.require(i).standard_offset
         assert standard is not None
         assert compacted.data[offset : offset + size] == image.data[standard : standard + size]
     bare = transforms.to_compacted(image, 0x60003)  # 576 is aligned already
-    assert u64(bare.data, 512) == 0x60003
+    assert bare.xstate_bv == 0x60003
     assert bare.data[576:640] == image.data[2752:2816]
     assert bare.data[640 : 640 + 8192] == image.data[2816 : 2816 + 8192]
 
@@ -294,10 +290,10 @@ def test_compacted_output_leaves_init_components_unwritten() -> None:
     amd = profile_layout("amd-zen4")
     # AVX, ZMM_Hi256 and Hi16_ZMM in use; x87, SSE and opmask in their init state
     image = image_for(amd, 0xE7, seed=3, xstate_bv=0xC4)
-    assert image.data[24:28] != b"\x80\x1f\x00\x00"
+    assert struct.unpack_from("<I", image.data, offsets.MXCSR) != (0x1F80,)
     compacted = transforms.to_compacted(image)
     data = compacted.data
-    assert u64(data, 512) == 0xC6  # + SSE: MXCSR is not 0x1F80
+    assert compacted.xstate_bv == 0xC6  # + SSE: MXCSR is not 0x1F80
     assert data[0:24] == bytes(24) and data[32:160] == bytes(128)  # x87 not written
     assert data[160:416] == bytes(256)  # SSE saved for MXCSR, XMM registers in init state
     assert data[24:28] == image.data[24:28]
@@ -320,10 +316,9 @@ def xsaves_image(in_use: int) -> XsaveImage:
     xcomp_bv = 0x2E7 | 1 << PASID | 1 << CET_U | 1 << LBR
     rng = random.Random(xcomp_bv)
     data = bytearray(rng.randbytes(intel.compacted_size(xcomp_bv)))
-    data[24:28] = (0x1F80).to_bytes(4, "little")
+    struct.pack_into("<I", data, offsets.MXCSR, 0x1F80)
     data[416:576] = bytes(160)
-    data[512:520] = in_use.to_bytes(8, "little")
-    data[520:528] = (xcomp_bv | COMPACTED_BIT).to_bytes(8, "little")
+    struct.pack_into("<QQ", data, offsets.XSTATE_BV, in_use, xcomp_bv | COMPACTED_BIT)
     return build_image(bytes(data), origin="xsaves.bin", layout=intel)
 
 
@@ -344,7 +339,7 @@ def test_drop_supervisor_keeps_the_user_state() -> None:
     image = xsaves_image(0x2E7 | 1 << CET_U | 1 << LBR)
     standard, dropped = transforms.to_standard(image, drop_supervisor=True)
     assert dropped == (PASID, CET_U, LBR)
-    assert (len(standard.data), standard.xcr0, u64(standard.data, 512)) == (2696, 0x2E7, 0x2E7)
+    assert (len(standard.data), standard.xcr0, standard.xstate_bv) == (2696, 0x2E7, 0x2E7)
     state = transforms.canonical_state(image)
     assert transforms.canonical_state(standard) == {
         i: value for i, value in state.items() if not SUPERVISOR_MASK >> i & 1
@@ -354,9 +349,9 @@ def test_drop_supervisor_keeps_the_user_state() -> None:
 def test_compacting_and_masking_keep_supervisor_components() -> None:
     image = xsaves_image(0x2E7 | 1 << CET_U)
     again = transforms.to_compacted(image)
-    assert u64(again.data, 520) == u64(image.data, 520)
+    assert again.xcomp_bv == image.xcomp_bv
     masked, report = transforms.mask(image, 0x7)
-    assert u64(masked.data, 520) == 0x7 | 1 << PASID | 1 << CET_U | 1 << LBR | COMPACTED_BIT
+    assert masked.xcomp_bv == 0x7 | 1 << PASID | 1 << CET_U | 1 << LBR | COMPACTED_BIT
     assert report.removed == 0x2E0
     state = transforms.canonical_state(masked)
     assert state[CET_U] == transforms.canonical_state(image)[CET_U]
@@ -372,7 +367,7 @@ def test_mask_reports_and_never_adds() -> None:
     assert report.removed == 0xE0 and report.removed_in_use == 0xA0
     assert report.absent == 0x200
     assert (report.size_before, report.size_after) == (2432, 832)
-    assert masked.xcr0 == 0x7 and u64(masked.data, 512) == 0x7
+    assert masked.xcr0 == 0x7 and masked.xstate_bv == 0x7
     kept, _ = transforms.mask(image, 0x207, keep_size=True)
     assert len(kept.data) == 2432 and kept.data[832:] == bytes(2432 - 832)
     assert kept.data[:832] == masked.data

@@ -26,12 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_diff import make_image, one_line_error, run
+from test_cli import one_line_error
+from test_diff import make_image, run
 
+from xcr0tool.commands.validate import CHECK_CHOICES
+from xcr0tool.components import COMPACTED_BIT
+from xcr0tool.offsets import FP_XSTATE_MAGIC1 as MAGIC1
+from xcr0tool.offsets import FP_XSTATE_MAGIC2 as MAGIC2
+from xcr0tool.offsets import MXCSR, SW_BYTES, XCOMP_BV, XSTATE_BV
 from xcr0tool.validate import CHECKS, RULES, SEVERITIES
 
-REPO = Path(__file__).resolve().parent.parent
-MAGIC1, MAGIC2 = 0x46505853, 0x46505845
 FX_ONLY = (
     "rt_sigreturn then restores x87 and SSE only (FXRSTOR of bytes 0-511) and resets every"
     " other component to its init state"
@@ -218,6 +222,7 @@ def test_rules_are_data_with_sources() -> None:
         assert rule.source.startswith(("Intel SDM", "Linux ")), rule.source
         assert rule.summary
     assert set(CHECKS) == {"cpu", "linux-ptrace", "sigreturn"}
+    assert CHECK_CHOICES == CHECKS
 
 
 # --as linux-ptrace, against the kernel -----------------------------------------------------
@@ -242,7 +247,7 @@ def regset(ptrace_oracle: Path) -> bytes:
 
 
 def _outside_xcr0(data: bytes) -> int:
-    xcr0 = u64(data, 464)
+    xcr0 = u64(data, SW_BYTES)
     return next(bit for bit in (3, 4, 9, 17, 19, 62) if not xcr0 >> bit & 1)
 
 
@@ -254,27 +259,35 @@ PTRACE_CASES: list[tuple[str, Any, str | None]] = [
     ("4 bytes longer", lambda d: d + bytes(4), "ptrace-size"),
     ("8 bytes shorter", lambda d: d[:-8], "ptrace-size"),
     ("64 bytes shorter", lambda d: d[:-64], "ptrace-size"),
-    ("XCOMP_BV compacted", lambda d: put(d, 520, "<Q", u64(d, 464) | 1 << 63), "ptrace-xcomp-bv"),
-    ("XCOMP_BV low bit", lambda d: put(d, 520, "<Q", 1), "ptrace-xcomp-bv"),
+    (
+        "XCOMP_BV compacted",
+        lambda d: put(d, XCOMP_BV, "<Q", u64(d, SW_BYTES) | COMPACTED_BIT),
+        "ptrace-xcomp-bv",
+    ),
+    ("XCOMP_BV low bit", lambda d: put(d, XCOMP_BV, "<Q", 1), "ptrace-xcomp-bv"),
     ("header byte 528", lambda d: put(d, 528, "<B", 1), "ptrace-header-reserved"),
     ("header byte 540", lambda d: put(d, 540, "<B", 1), "ptrace-header-reserved"),
     ("header byte 575", lambda d: put(d, 575, "<B", 0x80), "ptrace-header-reserved"),
     (
         "XSTATE_BV outside XCR0",
-        lambda d: put(d, 512, "<Q", u64(d, 512) | 1 << _outside_xcr0(d)),
+        lambda d: put(d, XSTATE_BV, "<Q", u64(d, XSTATE_BV) | 1 << _outside_xcr0(d)),
         "ptrace-xfeatures",
     ),
     (
         "MXCSR bit 31, x87 in use only",
-        lambda d: put(put(d, 24, "<I", 0x80001F80), 512, "<Q", 1),
+        lambda d: put(put(d, MXCSR, "<I", 0x80001F80), XSTATE_BV, "<Q", 1),
         "ptrace-mxcsr-reserved",
     ),
     (
         "MXCSR bit 31, SSE in use",
-        lambda d: put(put(d, 24, "<I", 0x80001F80), 512, "<Q", 2),
+        lambda d: put(put(d, MXCSR, "<I", 0x80001F80), XSTATE_BV, "<Q", 2),
         "ptrace-mxcsr-reserved",
     ),
-    ("MXCSR bit 31, all init", lambda d: put(put(d, 24, "<I", 0x80001F80), 512, "<Q", 0), None),
+    (
+        "MXCSR bit 31, all init",
+        lambda d: put(put(d, MXCSR, "<I", 0x80001F80), XSTATE_BV, "<Q", 0),
+        None,
+    ),
 ]
 
 

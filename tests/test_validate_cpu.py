@@ -17,10 +17,14 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 import pytest
+from test_validate import put, u64
 
+from xcr0tool.components import COMPACTED_BIT
+from xcr0tool.offsets import MXCSR, XCOMP_BV, XSTATE_BV
 from xcr0tool.validate import (
     FAULT,
     host_facts,
@@ -34,10 +38,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.cpu
 
-XSTATE_BV = 512
-XCOMP_BV = 520
-MXCSR = 24
-COMPACTED = 1 << 63
 PLAIN_COMPONENTS = (2, 5, 6, 7)  # any bytes load; PKRU, MPX, AMX could upset the helper
 # Bits XSTATE_BV / XCOMP_BV may be given that are outside every XCR0 we expect to meet
 # (supervisor PT and CET, reserved 62 and 63) or outside this one (MPX, PKRU, AMX, APX).
@@ -45,14 +45,9 @@ OUTSIDE_CANDIDATES = (3, 4, 8, 9, 11, 12, 17, 18, 19, 62, 63)
 HEADER_OFFSETS = (520, 521, 523, 527, 528, 529, 531, 535, 536, 539, 543, 551, 559, 567, 575)
 
 
-def u64(data: bytes, offset: int) -> int:
-    return int(struct.unpack_from("<Q", data, offset)[0])
-
-
-def put(data: bytes, offset: int, fmt: str, value: int) -> bytes:
-    out = bytearray(data)
-    struct.pack_into(fmt, out, offset, value)
-    return bytes(out)
+def set_bits(data: bytes, offset: int, mask: int) -> bytes:
+    """The image with `mask` ORed into the u64 at `offset`."""
+    return put(data, offset, "<Q", u64(data, offset) | mask)
 
 
 @dataclass(frozen=True)
@@ -64,8 +59,10 @@ class Case:
     rule_by_format: tuple[tuple[str, str], ...] = ()  # the same, for one format only
 
 
-def _outside(o: CpuOracle) -> list[int]:
-    return [b for b in OUTSIDE_CANDIDATES if not o.xcr0 >> b & 1]
+def _outside(o: CpuOracle, slot: int) -> int:
+    """The slot-th bit (cycling) that is outside this CPU's XCR0."""
+    outside = [b for b in OUTSIDE_CANDIDATES if not o.xcr0 >> b & 1]
+    return outside[slot % len(outside)]
 
 
 def _reserved_mxcsr_bits(o: CpuOracle) -> list[int]:
@@ -92,26 +89,21 @@ def _seeded_state(o: CpuOracle) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def base_images(cpu_oracle: CpuOracle) -> dict[str, Callable[[], bytes]]:
-    """format -> a function giving the CPU's own image of the seeded state."""
+def base_image(cpu_oracle: CpuOracle) -> Callable[[str], bytes]:
+    """The CPU's own image of the seeded state in a format, saved the first time asked."""
     seeded = _seeded_state(cpu_oracle)
-    cache: dict[str, bytes] = {}
+    savers = {
+        "standard": cpu_oracle.xrstor_then_xsave,
+        "compacted": cpu_oracle.xrstor_then_xsavec,  # skips without XSAVEC
+    }
 
-    def standard() -> bytes:
-        if "standard" not in cache:
-            image = cpu_oracle.xrstor_then_xsave(seeded)
-            assert image is not None
-            cache["standard"] = image
-        return cache["standard"]
+    @cache
+    def image(fmt: str) -> bytes:
+        saved = savers[fmt](seeded)
+        assert saved is not None
+        return saved
 
-    def compacted() -> bytes:
-        if "compacted" not in cache:
-            image = cpu_oracle.xrstor_then_xsavec(seeded)  # skips without XSAVEC
-            assert image is not None
-            cache["compacted"] = image
-        return cache["compacted"]
-
-    return {"standard": standard, "compacted": compacted}
+    return image
 
 
 def _header_rules(offset: int) -> tuple[tuple[str, str], ...]:
@@ -141,24 +133,14 @@ def _header_cases() -> list[Case]:
 
 
 def _bit_cases() -> list[Case]:
-    cases = []
-    for slot in range(6):
-        cases.append(
-            Case(
-                f"XSTATE_BV outside XCR0 #{slot}",
-                lambda d, o, k=slot: put(
-                    d, XSTATE_BV, "<Q", u64(d, XSTATE_BV) | 1 << _outside(o)[k % len(_outside(o))]
-                ),
-            )
+    cases = [
+        Case(
+            f"{name} outside XCR0 #{slot}",
+            lambda d, o, k=slot, at=offset: set_bits(d, at, 1 << _outside(o, k)),
         )
-        cases.append(
-            Case(
-                f"XCOMP_BV outside XCR0 #{slot}",
-                lambda d, o, k=slot: put(
-                    d, XCOMP_BV, "<Q", u64(d, XCOMP_BV) | 1 << _outside(o)[k % len(_outside(o))]
-                ),
-            )
-        )
+        for slot in range(6)
+        for name, offset in (("XSTATE_BV", XSTATE_BV), ("XCOMP_BV", XCOMP_BV))
+    ]
     for bit in (0, 1, 2, 5, 6, 7):
         cases.append(
             Case(
@@ -167,15 +149,15 @@ def _bit_cases() -> list[Case]:
             )
         )
     cases += [
-        Case(
-            "XSTATE_BV bit 63", lambda d, o: put(d, XSTATE_BV, "<Q", u64(d, XSTATE_BV) | COMPACTED)
-        ),
+        Case("XSTATE_BV bit 63", lambda d, o: set_bits(d, XSTATE_BV, COMPACTED_BIT)),
         Case("XSTATE_BV 0", lambda d, o: put(d, XSTATE_BV, "<Q", 0)),
         Case(
             "XCOMP_BV bit 63 alone, XSTATE_BV 0",
-            lambda d, o: put(put(d, XCOMP_BV, "<Q", COMPACTED), XSTATE_BV, "<Q", 0),
+            lambda d, o: put(put(d, XCOMP_BV, "<Q", COMPACTED_BIT), XSTATE_BV, "<Q", 0),
         ),
-        Case("XCOMP_BV = XCR0 | bit 63", lambda d, o: put(d, XCOMP_BV, "<Q", o.xcr0 | COMPACTED)),
+        Case(
+            "XCOMP_BV = XCR0 | bit 63", lambda d, o: put(d, XCOMP_BV, "<Q", o.xcr0 | COMPACTED_BIT)
+        ),
         Case("XCOMP_BV = XCR0, no bit 63", lambda d, o: put(d, XCOMP_BV, "<Q", o.xcr0)),
     ]
     return cases
@@ -236,9 +218,9 @@ def test_enough_cases() -> None:
 @pytest.mark.parametrize("fmt", ["standard", "compacted"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_verdict_matches_xrstor(
-    cpu_oracle: CpuOracle, base_images: dict[str, Callable[[], bytes]], fmt: str, case: Case
+    cpu_oracle: CpuOracle, base_image: Callable[[str], bytes], fmt: str, case: Case
 ) -> None:
-    image = case.mutate(base_images[fmt](), cpu_oracle)
+    image = case.mutate(base_image(fmt), cpu_oracle)
     cpu_faults = cpu_oracle.xrstor_faults(image, case.rfbm)
     ours, rules = _verdict(image, case.rfbm)
     assert ours == cpu_faults, (
@@ -251,47 +233,47 @@ def test_verdict_matches_xrstor(
 
 
 def test_base_images_are_real_and_accepted(
-    cpu_oracle: CpuOracle, base_images: dict[str, Callable[[], bytes]]
+    cpu_oracle: CpuOracle, base_image: Callable[[str], bytes]
 ) -> None:
-    standard = base_images["standard"]()
+    standard = base_image("standard")
     assert u64(standard, XCOMP_BV) == 0
     assert u64(standard, XSTATE_BV) & 0b11 == 0b11
     assert _verdict(standard, None) == (False, set())
-    compacted = base_images["compacted"]()
-    assert u64(compacted, XCOMP_BV) == cpu_oracle.xcr0 | COMPACTED
+    compacted = base_image("compacted")
+    assert u64(compacted, XCOMP_BV) == cpu_oracle.xcr0 | COMPACTED_BIT
     assert _verdict(compacted, None) == (False, set())
 
 
 def test_standard_form_loads_mxcsr_for_avx_alone(
-    cpu_oracle: CpuOracle, base_images: dict[str, Callable[[], bytes]]
+    cpu_oracle: CpuOracle, base_image: Callable[[str], bytes]
 ) -> None:
     """The SDM's footnote: RFBM = AVX alone still loads MXCSR in the standard form."""
     if not cpu_oracle.xcr0 & 0b100:
         pytest.skip("XCR0 has no AVX on this CPU")
     bit = _reserved_mxcsr_bits(cpu_oracle)[0]
-    image = put(base_images["standard"](), MXCSR, "<I", 0x1F80 | 1 << bit)
+    image = put(base_image("standard"), MXCSR, "<I", 0x1F80 | 1 << bit)
     image = put(image, XSTATE_BV, "<Q", 0)
     assert cpu_oracle.xrstor_faults(image, 0b100)
     assert _verdict(image, 0b100) == (True, {"mxcsr-reserved"})
 
 
 def test_compacted_xstate_bv_bit_63_faults(
-    cpu_oracle: CpuOracle, base_images: dict[str, Callable[[], bytes]]
+    cpu_oracle: CpuOracle, base_image: Callable[[str], bytes]
 ) -> None:
     """Where the SDM's wording (and Bochs) would let it load: XSTATE_BV[63] with
     XCOMP_BV[63] set. The CPU faults, and so does validate."""
-    image = base_images["compacted"]()
-    image = put(image, XSTATE_BV, "<Q", u64(image, XSTATE_BV) | COMPACTED)
+    image = base_image("compacted")
+    image = set_bits(image, XSTATE_BV, COMPACTED_BIT)
     assert cpu_oracle.xrstor_faults(image)
     assert _verdict(image, None) == (True, {"xstate-bv-outside-xcomp-bv"})
 
 
 def test_mxcsr_loaded_while_init_is_what_the_cpu_does(
-    cpu_oracle: CpuOracle, base_images: dict[str, Callable[[], bytes]]
+    cpu_oracle: CpuOracle, base_image: Callable[[str], bytes]
 ) -> None:
     """The warning's claim: the standard form loads MXCSR with SSE and AVX in init
     state, and XSAVE writes it back so."""
-    image = put(base_images["standard"](), MXCSR, "<I", 0x1FC0)
+    image = put(base_image("standard"), MXCSR, "<I", 0x1FC0)
     image = put(image, XSTATE_BV, "<Q", u64(image, XSTATE_BV) & ~0b110)
     saved = cpu_oracle.xrstor_then_xsave(image)
     assert saved is not None

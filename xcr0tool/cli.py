@@ -78,3 +78,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(141)
+    except OSError as error:
+        # The last net for I/O trouble no check foresaw (a file that vanished or became
+        # unreadable between check and use): still one line, never a traceback.
+        if show_traceback:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        click.echo(f"xcr0tool: {where}{(error.strerror or str(error)).lower()}", err=True)
+        sys.exit(2)

@@ -15,14 +15,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xcr0tool.components import component
-from xcr0tool.elfcore import CoreFile, read_core, write_core
 from xcr0tool.errors import InputError, UsageError, XcrError
 from xcr0tool.image import FXSAVE, XsaveImage
 from xcr0tool.layout import note_from_layout
 from xcr0tool.output import stdout_is_terminal, write_binary
 from xcr0tool.sources import SourceResult, opened_source
+
+if TYPE_CHECKING:
+    # elfcore (and construct, which it reads cores with) is imported only for a core.
+    from xcr0tool.elfcore import CoreFile
 
 Transform = Callable[[XsaveImage], XsaveImage]
 
@@ -50,30 +54,30 @@ def open_input(
         raise UsageError(
             "standard input is a terminal: name a SOURCE or pipe an image or a core in"
         )
-    with opened_source(name, layout_option=layout_option, xcr0=xcr0) as (result, core_path):
-        yield Opened(result, read_core(core_path, result.name) if core_path else None)
+    with opened_source(name, layout_option=layout_option, xcr0=xcr0) as result:
+        yield Opened(result, result.core)
 
 
-def single_image(result: SourceResult) -> XsaveImage:
-    if len(result.images) != 1:
-        raise UsageError(
-            f"{result.name}: {len(result.images)} images ({result.kind}); a raw output holds"
-            " one: pass a core, CORE@TID, or a raw image"
-        )
-    return result.images[0]
-
-
-def transform_core(opened: Opened, transform: Transform) -> list[XsaveImage]:
-    """Every thread's image transformed; refuses threads that have no NT_X86_XSTATE."""
-    assert opened.core is not None
-    for thread, image in zip(opened.core.threads, opened.result.images, strict=True):
+def transform_images(opened: Opened, transform: Transform) -> list[XsaveImage]:
+    """Every thread's image of a whole core transformed, or the source's one image.
+    Refuses a core thread that has no NT_X86_XSTATE, and a source of several images
+    (a raw output holds one)."""
+    result = opened.result
+    if opened.core is None:
+        if len(result.images) != 1:
+            raise UsageError(
+                f"{result.name}: {len(result.images)} images ({result.kind}); a raw output"
+                " holds one: pass a core, CORE@TID, or a raw image"
+            )
+        return [transform(result.images[0])]
+    for thread, image in zip(opened.core.threads, result.images, strict=True):
         if thread.xstate is None or image.format == FXSAVE:
             raise InputError(
-                opened.result.name,
+                result.name,
                 f"thread {thread.tid} has no NT_X86_XSTATE note (only the FXSAVE area of"
                 " NT_PRFPREG): there is no XSAVE image to rewrite",
             )
-    return [transform(image) for image in opened.result.images]
+    return [transform(image) for image in result.images]
 
 
 def write_result(opened: Opened, images: Sequence[XsaveImage], output: str | None) -> None:
@@ -92,6 +96,8 @@ def write_result(opened: Opened, images: Sequence[XsaveImage], output: str | Non
                 " NT_X86_XSAVE_LAYOUT cannot describe them"
             )
         layout_note = note_from_layout(first.layout, first.xcr0)
+    from xcr0tool.elfcore import write_core
+
     xstate = {index: image.data for index, image in enumerate(images)}
     if output is not None and output != "-":
         write_core(core, output, xstate=xstate, xsave_layout=layout_note)

@@ -6,21 +6,28 @@ functions into an anonymous page, makes the page executable and calls them throu
 ctypes. The page is built on first use (importing this module costs nothing) and
 kept for the life of the process.
 
-Everything here is for Linux on x86-64 only; elsewhere every function except
-`is_x86_64_linux` raises `XcrError`.
+Everything here is for Linux on x86-64 only; elsewhere every function that runs an
+instruction raises `XcrError`. `syscall` is here too, for the other in-process readers
+(ptrace, arch_prctl), which share this module's one handle on the C library.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import functools
 import platform
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from xcr0tool.components import EXTENDED_START
 from xcr0tool.errors import UsageError, XcrError
+
+if TYPE_CHECKING:
+    from xcr0tool.layout import Leaf0D
 
 # ---------------------------------------------------------------------------
 # Machine code. Assembled by hand; each line gives the bytes and the instruction
@@ -52,22 +59,23 @@ _XGETBV_CODE = bytes.fromhex(
     "c3"  #           ret
 )
 
-# void xsave(void *area /*rdi*/, uint64 rfbm /*rsi*/)
+# void xsave(void *area /*rdi*/, uint64 rfbm /*rsi*/), and the same for xsavec.
 # The REX.W forms (XSAVE64/XSAVEC64) store FIP/FDP as 64-bit offsets, which is what
 # the kernel uses and what NT_X86_XSTATE holds; the legacy forms store FCS/FDS instead.
-_XSAVE_CODE = bytes.fromhex(
+_RFBM_TO_EDX_EAX = (
     "4889f0"  #       mov  rax, rsi       ; RFBM low half in EAX
     "4889f2"  #       mov  rdx, rsi
     "48c1ea20"  #     shr  rdx, 32        ; RFBM high half in EDX
-    "480fae27"  #     xsave64 [rdi]
-    "c3"  #           ret
+)
+_XSAVE_CODE = bytes.fromhex(
+    _RFBM_TO_EDX_EAX
+    + "480fae27"  #   xsave64 [rdi]
+    + "c3"  #         ret
 )
 _XSAVEC_CODE = bytes.fromhex(
-    "4889f0"  #       mov  rax, rsi
-    "4889f2"  #       mov  rdx, rsi
-    "48c1ea20"  #     shr  rdx, 32
-    "480fc727"  #     xsavec64 [rdi]
-    "c3"  #           ret
+    _RFBM_TO_EDX_EAX
+    + "480fc727"  #   xsavec64 [rdi]
+    + "c3"  #         ret
 )
 
 # Each stub starts on its own 64-byte slot of the page.
@@ -93,9 +101,6 @@ _SUB1_EAX_XGETBV1 = 1 << 2
 _COMP_ALIGN64 = 1 << 1  # sub-leaf i >= 2, ECX bit 1: 64-byte aligned when compacted
 _COMP_SUPERVISOR = 1 << 0  # sub-leaf i >= 2, ECX bit 0: supervisor (IA32_XSS) component
 
-LEGACY_AND_HEADER = 576  # 512-byte legacy region + 64-byte XSAVE header
-XCOMP_BV_COMPACTED = 1 << 63
-
 
 def is_x86_64_linux() -> bool:
     """True when this process is 64-bit code on Linux on an x86-64 CPU."""
@@ -117,7 +122,7 @@ def _require_platform() -> None:
 
 @dataclass
 class _Stubs:
-    page: int  # kept so the mapping is never mistaken for garbage
+    page: int  # never unmapped: the stubs live as long as the process
     cpuid: Callable[..., Any]
     xgetbv: Callable[..., Any]
     xsave: Callable[..., Any]
@@ -128,9 +133,28 @@ _lock = threading.Lock()
 _built: list[_Stubs] = []  # at most one entry, built on first use
 
 
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library already loaded in this process, errno kept for ctypes.get_errno."""
+    handle = ctypes.CDLL(None, use_errno=True)
+    handle.syscall.restype = ctypes.c_long
+    return handle
+
+
+def syscall(number: int, *args: Any) -> int:
+    """syscall(2) with ctypes arguments: 0, or the errno it failed with.
+
+    Raw, not through glibc's wrappers: ptrace(2)'s plays errno games with the PEEK*
+    requests, and not every glibc has one for arch_prctl(2).
+    """
+    ctypes.set_errno(0)
+    if libc().syscall(ctypes.c_long(number), *args) != -1:
+        return 0
+    return ctypes.get_errno() or errno.EIO
+
+
 def _build_stubs() -> _Stubs:
-    libc = ctypes.CDLL(None, use_errno=True)
-    mmap = libc.mmap
+    mmap = libc().mmap
     mmap.restype = ctypes.c_void_p
     mmap.argtypes = [
         ctypes.c_void_p,
@@ -140,7 +164,7 @@ def _build_stubs() -> _Stubs:
         ctypes.c_int,
         ctypes.c_long,
     ]
-    mprotect = libc.mprotect
+    mprotect = libc().mprotect
     mprotect.restype = ctypes.c_int
     mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
@@ -149,8 +173,10 @@ def _build_stubs() -> _Stubs:
         err = ctypes.get_errno()
         raise XcrError(f"cannot map a page for the CPU stubs: errno {err}")
     codes = (_CPUID_CODE, _XGETBV_CODE, _XSAVE_CODE, _XSAVEC_CODE)
-    for slot, code in enumerate(codes):
-        ctypes.memmove(page + slot * _SLOT, code, len(code))
+    slots = [page + i * _SLOT for i in range(len(codes))]
+    for at, code in zip(slots, codes, strict=True):
+        ctypes.memmove(at, code, len(code))
+    cpuid_at, xgetbv_at, xsave_at, xsavec_at = slots
     # Write first, then flip to read+execute: never writable and executable at once,
     # which hardened kernels (SELinux execmem, PaX) refuse.
     if mprotect(page, _PAGE, _PROT_READ | _PROT_EXEC) != 0:
@@ -161,10 +187,10 @@ def _build_stubs() -> _Stubs:
         )
     return _Stubs(
         page=page,
-        cpuid=_CPUID_T(page + 0 * _SLOT),
-        xgetbv=_XGETBV_T(page + 1 * _SLOT),
-        xsave=_XSAVE_T(page + 2 * _SLOT),
-        xsavec=_XSAVE_T(page + 3 * _SLOT),
+        cpuid=_CPUID_T(cpuid_at),
+        xgetbv=_XGETBV_T(xgetbv_at),
+        xsave=_XSAVE_T(xsave_at),
+        xsavec=_XSAVE_T(xsavec_at),
     )
 
 
@@ -222,7 +248,6 @@ def xgetbv(index: int) -> int:
 
 def leaf_0d() -> dict[int, tuple[int, int, int, int]]:
     """Every non-zero sub-leaf 0..63 of CPUID leaf 0xD, as {sub-leaf: (EAX, EBX, ECX, EDX)}."""
-    _require_platform()
     if _max_basic_leaf() < _XSAVE_LEAF:
         raise XcrError("this CPU has no CPUID leaf 0xD (its highest basic leaf is below 0xD)")
     table: dict[int, tuple[int, int, int, int]] = {}
@@ -233,14 +258,14 @@ def leaf_0d() -> dict[int, tuple[int, int, int, int]]:
     return table
 
 
-def standard_size(table: dict[int, tuple[int, int, int, int]], mask: int) -> int:
+def standard_size(table: Leaf0D, mask: int) -> int:
     """Size of a standard-format image holding the user components in `mask`.
 
     The end of the furthest component, not of the highest-numbered one: offsets are
     not monotonic in the component number (APX sits at 960, inside the MPX area).
     Supervisor components have no standard offset and are skipped.
     """
-    end = LEGACY_AND_HEADER
+    end = EXTENDED_START
     for i in range(2, 63):
         if not mask >> i & 1:
             continue
@@ -251,9 +276,9 @@ def standard_size(table: dict[int, tuple[int, int, int, int]], mask: int) -> int
     return end
 
 
-def compacted_size(table: dict[int, tuple[int, int, int, int]], mask: int) -> int:
+def compacted_size(table: Leaf0D, mask: int) -> int:
     """Size of a compacted image whose XCOMP_BV is `mask` (SDM vol. 1, 13.4.3)."""
-    offset = LEGACY_AND_HEADER
+    offset = EXTENDED_START
     for i in range(2, 63):
         if not mask >> i & 1:
             continue
@@ -273,7 +298,6 @@ def xsave_snapshot(compacted: bool, rfbm: int | None = None) -> bytes:
     is that of the Python thread inside the ctypes call, so its vector registers hold
     whatever the interpreter left there.
     """
-    _require_platform()
     _require_osxsave()
     if rfbm is not None and rfbm < 0:
         raise UsageError(f"RFBM is an unsigned 64-bit mask, not {rfbm}")

@@ -104,7 +104,7 @@ def load_layout_file(path: str) -> Layout:
 
     check_readable_file(path, "a layout file")
     text = Path(path).read_text(encoding="utf-8", errors="replace")
-    if text.lstrip().startswith("{"):
+    if text.lstrip()[:1] in ("{", "[") or path.endswith(".json"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

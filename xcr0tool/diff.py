@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
-from xcr0tool.components import EXTENDED_START, component, describe_mask
+from xcr0tool import offsets as at
+from xcr0tool.components import EXTENDED_START, LEGACY_SIZE, component
 from xcr0tool.errors import InputError
 from xcr0tool.image import FXSAVE, XsaveImage
-from xcr0tool.registers import registers
+from xcr0tool.registers import registers, select
 from xcr0tool.sources import SourceResult
 
 LANES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "f32": 4, "f64": 8}
@@ -103,7 +104,8 @@ class HeaderChange:
     b: str
 
 
-def header_fields(image: XsaveImage) -> dict[str, str]:
+def header_values(image: XsaveImage) -> dict[str, str]:
+    """The header fields diff compares, as text."""
     return {
         "format": image.format,
         "size": str(len(image.data)),
@@ -118,7 +120,7 @@ def header_fields(image: XsaveImage) -> dict[str, str]:
 def compare_headers(a: XsaveImage, b: XsaveImage) -> tuple[HeaderChange, ...]:
     """The header fields that differ. Layouts differ when they place or size a component
     differently, not merely because each names its own source (two cores' notes)."""
-    fa, fb = header_fields(a), header_fields(b)
+    fa, fb = header_values(a), header_values(b)
     same_layout = a.layout.components == b.layout.components
     return tuple(
         HeaderChange(k, fa[k], fb[k])
@@ -127,39 +129,25 @@ def compare_headers(a: XsaveImage, b: XsaveImage) -> tuple[HeaderChange, ...]:
     )
 
 
-def matches(name: str, patterns: Sequence[str]) -> bool:
-    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
 def compare_registers(
     a: XsaveImage, b: XsaveImage, kind: str = DEFAULT_LANES, patterns: Sequence[str] = ()
 ) -> tuple[RegisterChange, ...]:
     """Registers whose values differ, and those only one image has, in A's order then
     B's."""
-    regs_a = {r.name: r for r in registers(a) if matches(r.name, patterns)}
-    regs_b = {r.name: r for r in registers(b) if matches(r.name, patterns)}
+    regs_a = {r.name: r for r in select(registers(a), patterns)}
+    regs_b = {r.name: r for r in select(registers(b), patterns)}
     changes = []
-    for name in [*regs_a, *(n for n in regs_b if n not in regs_a)]:
+    for name in regs_a | regs_b:  # A's names in A's order, then those only B has
         ra, rb = regs_a.get(name), regs_b.get(name)
-        some = ra if ra is not None else rb
-        assert some is not None
         if ra is not None and rb is not None:
-            if ra.value == rb.value:
-                continue
-            size = max(ra.size, rb.size)
-            lanes = lane_changes(ra.value, rb.value, size, kind)
-        else:
-            size, lanes = some.size, ()
-        changes.append(
-            RegisterChange(
-                name,
-                some.component,
-                size,
-                None if ra is None else ra.value,
-                None if rb is None else rb.value,
-                lanes,
-            )
-        )
+            if ra.value != rb.value:
+                size = max(ra.size, rb.size)
+                lanes = lane_changes(ra.value, rb.value, size, kind)
+                changes.append(RegisterChange(name, ra.component, size, ra.value, rb.value, lanes))
+        elif ra is not None:
+            changes.append(RegisterChange(name, ra.component, ra.size, ra.value, None, ()))
+        elif rb is not None:
+            changes.append(RegisterChange(name, rb.component, rb.size, None, rb.value, ()))
     return tuple(changes)
 
 
@@ -173,8 +161,12 @@ class Place:
     field: str
     register: str | None
 
+    @property
+    def component_name(self) -> str | None:
+        return None if self.component is None else component(self.component).name
+
     def describe(self) -> str:
-        owner = "" if self.component is None else f"{component(self.component).name} "
+        owner = "" if self.component_name is None else f"{self.component_name} "
         register = f" ({self.register})" if self.register and self.register != self.field else ""
         return f"{owner}{self.field}{register}"
 
@@ -185,37 +177,52 @@ GAP = Place(None, "no component", None)
 
 def _legacy_places(long_mode: bool) -> list[tuple[int, int, Place]]:
     """SDM vol. 1 tables 10-2 and 10-3: the legacy region, byte ranges to places."""
-    x87: list[tuple[int, int, str, str | None]] = [
-        (0, 2, "FCW", "fctrl"),
-        (2, 4, "FSW", "fstat"),
-        (4, 5, "abridged FTW", "ftag"),
-    ]
-    x87 += [(5, 6, "reserved", None), (6, 8, "FOP", "fop")]
-    if long_mode:
-        x87 += [(8, 12, "FIP", "fioff"), (12, 16, "FIP", "fiseg")]
-        x87 += [(16, 20, "FDP", "fooff"), (20, 24, "FDP", "foseg")]
+    if long_mode:  # 64-bit FIP and FDP: gdb shows their upper halves as fiseg and foseg
+        pointers: list[tuple[int, int, str, str | None]] = [
+            (at.FIP, at.FIP + 4, "FIP", "fioff"),
+            (at.FIP + 4, at.FDP, "FIP", "fiseg"),
+            (at.FDP, at.FDP + 4, "FDP", "fooff"),
+            (at.FDP + 4, at.MXCSR, "FDP", "foseg"),
+        ]
     else:
-        x87 += [(8, 12, "FIP", "fioff"), (12, 14, "FCS", "fiseg"), (14, 16, "reserved", None)]
-        x87 += [(16, 20, "FDP", "fooff"), (20, 22, "FDS", "foseg"), (22, 24, "reserved", None)]
+        pointers = [
+            (at.FIP, at.FCS_32, "FIP", "fioff"),
+            (at.FCS_32, at.FCS_32 + 2, "FCS", "fiseg"),
+            (at.FCS_32 + 2, at.FDP, "reserved", None),
+            (at.FDP, at.FDS_32, "FDP", "fooff"),
+            (at.FDS_32, at.FDS_32 + 2, "FDS", "foseg"),
+            (at.FDS_32 + 2, at.MXCSR, "reserved", None),
+        ]
+    x87 = [
+        (at.FCW, at.FSW, "FCW", "fctrl"),
+        (at.FSW, at.ABRIDGED_FTW, "FSW", "fstat"),
+        (at.ABRIDGED_FTW, at.ABRIDGED_FTW + 1, "abridged FTW", "ftag"),
+        (at.ABRIDGED_FTW + 1, at.FOP, "reserved", None),
+        (at.FOP, at.FIP, "FOP", "fop"),
+        *pointers,
+    ]
     out = [(start, end, Place(0, name, reg)) for start, end, name, reg in x87]
-    out += [(24, 28, Place(1, "MXCSR", "mxcsr")), (28, 32, Place(1, "MXCSR_MASK", None))]
+    out += [
+        (at.MXCSR, at.MXCSR_MASK, Place(1, "MXCSR", "mxcsr")),
+        (at.MXCSR_MASK, at.ST0, Place(1, "MXCSR_MASK", None)),
+    ]
     for i in range(8):
-        at = 32 + 16 * i
-        out += [(at, at + 10, Place(0, f"st{i}", f"st{i}"))]
-        out += [(at + 10, at + 16, Place(0, f"st{i} padding", None))]
+        st = at.ST0 + at.ST_STRIDE * i
+        out.append((st, st + 10, Place(0, f"st{i}", f"st{i}")))
+        out.append((st + 10, st + at.ST_STRIDE, Place(0, f"st{i} padding", None)))
     for i in range(16):
-        at = 160 + 16 * i
+        xmm = at.XMM0 + 16 * i
         place = Place(1, f"xmm{i}", f"xmm{i}") if long_mode or i < 8 else Place(1, "reserved", None)
-        out.append((at, at + 16, place))
-    out += [(416, 464, Place(None, "reserved", None))]
-    out += [(464, 512, Place(None, "software-reserved", None))]
+        out.append((xmm, xmm + 16, place))
+    out.append((at.XMM0 + 16 * 16, at.SW_BYTES, Place(None, "reserved", None)))
+    out.append((at.SW_BYTES, LEGACY_SIZE, Place(None, "software-reserved", None)))
     return out
 
 
 _HEADER_PLACES = [
-    (512, 520, Place(None, "XSTATE_BV", None)),
-    (520, 528, Place(None, "XCOMP_BV", None)),
-    (528, EXTENDED_START, Place(None, "reserved header", None)),
+    (at.XSTATE_BV, at.XCOMP_BV, Place(None, "XSTATE_BV", None)),
+    (at.XCOMP_BV, at.HEADER_RESERVED, Place(None, "XCOMP_BV", None)),
+    (at.HEADER_RESERVED, EXTENDED_START, Place(None, "reserved header", None)),
 ]
 
 
@@ -294,7 +301,11 @@ def compare_bytes(
         else:
             runs.append(ByteRun(offset, byte_a, byte_b, place_a, place_b))
     if patterns:
-        runs = [r for r in runs if any(matches(n, patterns) for n in r.registers())]
+        runs = [
+            r
+            for r in runs
+            if any(fnmatch.fnmatchcase(n, p) for n in r.registers() for p in patterns)
+        ]
     return tuple(runs)
 
 
@@ -380,10 +391,3 @@ def diff_sources(
         for x, y in pair_threads(a, b, pairs)
     ]
     return DiffResult(a, b, RAW if raw else STATE, lanes, tuple(patterns), tuple(diffs))
-
-
-def describe_header_value(field: str, value: str) -> str:
-    """A header value with the component names of a mask."""
-    if field in ("xcr0", "xstate_bv", "xcomp_bv"):
-        return f"{value} ({describe_mask(int(value, 16))})"
-    return value

@@ -414,13 +414,16 @@ def _thread(
     src: _Input, elf: _Elf, system: str, notes: list[_Note], index: int, members: list[int]
 ) -> CoreThread:
     fpregs = _first_desc(notes, members, NT_PRFPREG)
-    fxsave = (fpregs, _first_desc(notes, members, NT_PRXFPREG))
+    # x86-64 NT_PRFPREG is the FXSAVE area; i386's is FSAVE, with FXSAVE in NT_PRXFPREG.
+    fxsave_candidates = (fpregs, _first_desc(notes, members, NT_PRXFPREG))
     return CoreThread(
         index=index,
         tid=_tid(src, _grammar(g.prstatus_prefix, system, elf.elf_class), notes[members[0]]),
         xstate=_first_desc(notes, members, NT_X86_XSTATE),
         fpregs=fpregs,
-        fxsave=next((d for d in fxsave if d is not None and len(d) == FXSAVE_SIZE), None),
+        fxsave=next(
+            (d for d in fxsave_candidates if d is not None and len(d) == FXSAVE_SIZE), None
+        ),
         notes=[notes[i].public for i in members],
     )
 
@@ -526,18 +529,20 @@ def _place(src: _Input, elf: _Elf, notes: dict[int, bytes], drop_memory: bool) -
     changes size, which makes an unchanged rewrite byte-identical.
     """
     c, header = elf.elf_class, elf.header
+    header_grammar = _grammar(g.elf_header, c)
+    segment_records = _records(g.program_header, c)
     sections = _records(g.section_header, c)
     shdrs = src.table(
         "section header table", header.e_shoff, elf.shnum, header.e_shentsize, sections
     )
-    ehdr = _Region("table", 0, _grammar(g.elf_header, c).sizeof(), 1, 0)
-    phdr_table = _Region(
-        "table", header.e_phoff, len(elf.phdrs) * _records(g.program_header, c).size, c // 8, 0
-    )
-    shdr_table = _Region("table", header.e_shoff, len(shdrs) * sections.size, c // 8, 0)
+
+    def table(start: int, size: int, align: int) -> _Region:
+        return _Region("table", start, size, align, new_size=size)
+
+    ehdr = table(0, header_grammar.sizeof(), 1)
+    phdr_table = table(header.e_phoff, len(elf.phdrs) * segment_records.size, c // 8)
+    shdr_table = table(header.e_shoff, len(shdrs) * sections.size, c // 8)
     tables = [ehdr, phdr_table, shdr_table] if shdrs else [ehdr, phdr_table]
-    for table in tables:
-        table.new_size = table.size
 
     segments = [_segment(src, i, phdr, notes, drop_memory) for i, phdr in enumerate(elf.phdrs)]
     loose, riders = _sections(src, shdrs, segments)
@@ -572,8 +577,8 @@ def _place(src: _Input, elf: _Elf, notes: dict[int, bytes], drop_memory: bool) -
     new_header = header.copy()
     new_header.e_phoff = phdr_table.new_start
     new_header.e_shoff = shdr_table.new_start if shdrs else header.e_shoff
-    ehdr.content = bytes(_grammar(g.elf_header, c).build(new_header))
-    phdr_table.content = b"".join(_records(g.program_header, c).pack(p) for p in elf.phdrs)
+    ehdr.content = bytes(header_grammar.build(new_header))
+    phdr_table.content = b"".join(segment_records.pack(p) for p in elf.phdrs)
     shdr_table.content = b"".join(sections.pack(s) for s in shdrs)
     return regions
 

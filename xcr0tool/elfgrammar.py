@@ -168,13 +168,13 @@ def note_header() -> Struct:
 # stores td_tid in pr_pid.
 def prstatus_prefix(system: str, elf_class: int) -> Struct:
     if system == "freebsd":
-        size = _word(elf_class)
+        size_t = _word(elf_class)
         return Struct(
             "pr_version" / Int32sl,
             "pr_pad" / Bytes(4 if elf_class == 64 else 0),
-            "pr_statussz" / size,
-            "pr_gregsetsz" / size,
-            "pr_fpregsetsz" / size,
+            "pr_statussz" / size_t,
+            "pr_gregsetsz" / size_t,
+            "pr_fpregsetsz" / size_t,
             "pr_osreldate" / Int32sl,
             "pr_cursig" / Int32sl,
             "pr_pid" / Int32sl,

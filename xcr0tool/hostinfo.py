@@ -10,11 +10,15 @@ import ctypes
 import struct
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 from xcr0tool import cpu
-from xcr0tool.cpu import compacted_size, standard_size
+from xcr0tool.components import bits
+from xcr0tool.image import MXCSR_MASK_DEFAULT
+from xcr0tool.offsets import MXCSR_MASK, read_u32
 
-Leaf0D = dict[int, tuple[int, int, int, int]]
+if TYPE_CHECKING:
+    from xcr0tool.layout import Leaf0D
 
 # CPUID.(0xD,1).EAX
 SUB1_XSAVEOPT = 1 << 0
@@ -147,8 +151,7 @@ def parse_cpuinfo_flags(text: str) -> list[str]:
 
 def mxcsr_mask_of(image: bytes) -> int:
     """MXCSR_MASK from bytes 28-31 of an FXSAVE/XSAVE legacy area; 0 means 0xFFBF."""
-    (mask,) = struct.unpack_from("<I", image, 28)
-    return mask or 0xFFBF
+    return read_u32(image, MXCSR_MASK) or MXCSR_MASK_DEFAULT
 
 
 def xss_candidates(table: Leaf0D, xcr0: int) -> list[int]:
@@ -158,18 +161,18 @@ def xss_candidates(table: Leaf0D, xcr0: int) -> list[int]:
     mode, so try every subset of the XSS-capable bits (a handful on real CPUs).
     """
     want = table.get(1, (0, 0, 0, 0))[1]
-    bits = [i for i in range(64) if xss_capable(table) >> i & 1]
+    capable = bits(xss_capable(table))
     found = []
-    for n in range(len(bits) + 1):
-        for combo in combinations(bits, n):
+    for n in range(len(capable) + 1):
+        for combo in combinations(capable, n):
             xss = sum(1 << i for i in combo)
-            if compacted_size(table, xcr0 | xss) == want:
+            if cpu.compacted_size(table, xcr0 | xss) == want:
                 found.append(xss)
     return found
 
 
-def _bits(mask: int) -> str:
-    return ", ".join(str(i) for i in range(64) if mask >> i & 1)
+def _bit_list(mask: int) -> str:
+    return ", ".join(map(str, bits(mask)))
 
 
 def find_inconsistencies(
@@ -186,35 +189,32 @@ def find_inconsistencies(
     found: list[str] = []
     user = user_capable(table)
     supervisor = xss_capable(table)
-    support = xsave_support(table)
+    listed = user | supervisor
+    component_ids = range(2, 63)  # what sub-leaves 2..62 describe
 
-    # Sub-leaves 2..62 describe component i; one that describes a component neither
-    # XCR0 nor IA32_XSS may enable is dead weight at best, a hypervisor bug at worst.
-    stray = 0
-    for i in range(2, 63):
-        if i in table and not (user | supervisor) >> i & 1:
-            stray |= 1 << i
+    # A sub-leaf that describes a component neither XCR0 nor IA32_XSS may enable is
+    # dead weight at best, a hypervisor bug at worst.
+    stray = sum(1 << i for i in component_ids if i in table and not listed >> i & 1)
     if stray:
         found.append(
-            f"CPUID leaf 0xD enumerates sub-leaves {_bits(stray)} for components that "
+            f"CPUID leaf 0xD enumerates sub-leaves {_bit_list(stray)} for components that "
             f"neither CPUID.(0xD,0) EDX:EAX ({user:#x}) nor CPUID.(0xD,1) EDX:ECX "
             f"({supervisor:#x}) lists"
         )
 
     # The converse: a component that may be enabled but has no size.
-    hollow = 0
-    for i in range(2, 63):
-        if (user | supervisor) >> i & 1 and table.get(i, (0, 0, 0, 0))[0] == 0:
-            hollow |= 1 << i
+    hollow = sum(
+        1 << i for i in component_ids if listed >> i & 1 and table.get(i, (0, 0, 0, 0))[0] == 0
+    )
     if hollow:
         found.append(
-            f"components {_bits(hollow)} are listed as supported but their CPUID leaf 0xD "
+            f"components {_bit_list(hollow)} are listed as supported but their CPUID leaf 0xD "
             "sub-leaves give no size"
         )
 
     if xcr0 & ~user:
         found.append(
-            f"XCR0 {xcr0:#x} has bits {_bits(xcr0 & ~user)} that CPUID.(0xD,0) EDX:EAX "
+            f"XCR0 {xcr0:#x} has bits {_bit_list(xcr0 & ~user)} that CPUID.(0xD,0) EDX:EAX "
             f"({user:#x}) does not allow"
         )
 
@@ -224,27 +224,27 @@ def find_inconsistencies(
         for bit, names in XCR0_FLAGS.items():
             if xcr0 >> bit & 1 and not flags.intersection(names):
                 missing.setdefault(" or ".join(names), []).append(bit)
-        for wanted, bits in missing.items():
+        for wanted, numbers in missing.items():
             found.append(
-                f"XCR0 bits {', '.join(map(str, bits))} are set but /proc/cpuinfo has no "
+                f"XCR0 bits {', '.join(map(str, numbers))} are set but /proc/cpuinfo has no "
                 f"{wanted} flag"
             )
         for flag, bits_needed in FLAG_NEEDS_XCR0:
             if flag in flags and xcr0 & bits_needed != bits_needed:
                 found.append(
                     f"/proc/cpuinfo has {flag} but XCR0 {xcr0:#x} lacks bits "
-                    f"{_bits(bits_needed & ~xcr0)}: {flag} instructions would fault"
+                    f"{_bit_list(bits_needed & ~xcr0)}: {flag} instructions would fault"
                 )
 
     if 0 in table:
         ebx, ecx = table[0][1], table[0][2]
-        std = standard_size(table, xcr0)
+        std = cpu.standard_size(table, xcr0)
         if ebx != std:
             found.append(
                 f"CPUID.(0xD,0).EBX is {ebx} but the standard-format size of XCR0 "
                 f"{xcr0:#x} (furthest offset+size of its user components) is {std}"
             )
-        std_all = standard_size(table, user)
+        std_all = cpu.standard_size(table, user)
         if ecx != std_all:
             found.append(
                 f"CPUID.(0xD,0).ECX is {ecx} but the standard-format size of every "
@@ -252,18 +252,19 @@ def find_inconsistencies(
             )
 
     sub1_ebx = table.get(1, (0, 0, 0, 0))[1]
+    support = xsave_support(table)
     if support.xsaves or support.xsavec or sub1_ebx:
         candidates = xss_candidates(table, xcr0)
         if not candidates:
             found.append(
                 f"CPUID.(0xD,1).EBX is {sub1_ebx} but no IA32_XSS within "
                 f"{supervisor:#x} makes the compacted size of XCR0|IA32_XSS equal it; "
-                f"for XCR0 {xcr0:#x} alone it is {compacted_size(table, xcr0)} "
+                f"for XCR0 {xcr0:#x} alone it is {cpu.compacted_size(table, xcr0)} "
                 "(IA32_XSS itself cannot be read in user mode)"
             )
 
     if xinuse is not None and xinuse & ~xcr0:
-        found.append(f"XINUSE {xinuse:#x} has bits {_bits(xinuse & ~xcr0)} outside XCR0")
+        found.append(f"XINUSE {xinuse:#x} has bits {_bit_list(xinuse & ~xcr0)} outside XCR0")
 
     if xcomp_supp is not None and xcomp_supp != xcr0:
         found.append(f"arch_prctl(ARCH_GET_XCOMP_SUPP) is {xcomp_supp:#x} but XCR0 is {xcr0:#x}")
@@ -279,11 +280,8 @@ def _arch_prctl_get(code: int) -> int | None:
     EINVAL is what kernels before 5.16 answer; any other failure (a seccomp filter
     answering EPERM or ENOSYS) means the same to us: the kernel's view is unavailable.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
     value = ctypes.c_uint64(0)
-    ret = libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL), ctypes.c_long(code), ctypes.byref(value))
-    if ret != 0:
+    if cpu.syscall(_SYS_ARCH_PRCTL, ctypes.c_long(code), ctypes.byref(value)):
         return None
     return int(value.value)
 

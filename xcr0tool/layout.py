@@ -186,37 +186,43 @@ def layout_from_cpuid(leaves: Leaf0D, source: str, name: str | None = None) -> L
 
 
 def layout_from_json(data: object, source: str) -> Layout:
-    """A layout file as `xcr0tool layout --json` or `xcr0tool host --save` writes it."""
-    try:
-        assert isinstance(data, dict)
-        records = data["components"]
-        assert isinstance(records, list)
-        entries = []
-        for record in records:
+    """A layout file as `xcr0tool layout --json` or `xcr0tool host --save` writes it. The
+    file's own "source" (the machine it describes) is kept after where it was read from."""
+
+    def refuse(problem: str) -> LayoutError:
+        return LayoutError(f"{source}: not a layout file: {problem}")
+
+    if not isinstance(data, dict) or not isinstance(data.get("components"), list):
+        raise refuse('expected {"components": [...]}')
+    entries = []
+    for index, record in enumerate(data["components"]):
+        try:
             supervisor = bool(record.get("supervisor", False))
             offset = record.get("offset")
-            entries.append(
-                ComponentLayout(
-                    id=int(record["id"]),
-                    size=int(record["size"]),
-                    standard_offset=None if supervisor or offset is None else int(offset),
-                    aligned=bool(record.get("aligned", False)),
-                    supervisor=supervisor,
-                    xfd=bool(record.get("xfd", False)),
-                )
+            entry = ComponentLayout(
+                id=int(record["id"]),
+                size=int(record["size"]),
+                standard_offset=None if supervisor or offset is None else int(offset),
+                aligned=bool(record.get("aligned", False)),
+                supervisor=supervisor,
+                xfd=bool(record.get("xfd", False)),
             )
-        capable = data.get("xcr0_capable")
-        xss = data.get("xss_capable")
-    except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise LayoutError(
-            f"{source}: not a layout file (expected {{'components': [...]}}): {exc!r}"
-        ) from None
-    return layout_from_components(
-        entries,
-        source,
-        xcr0_capable=None if capable is None else int(str(capable), 0),
-        xss_capable=None if xss is None else int(str(xss), 0),
-    )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise refuse(f"component {index} needs integer 'id' and 'size'") from None
+        if not 0 <= entry.id < 63 or entry.size <= 0:
+            raise refuse(f"component {index}: id {entry.id}, size {entry.size}")
+        entries.append(entry)
+    masks = {}
+    for key in ("xcr0_capable", "xss_capable"):
+        value = data.get(key)
+        try:
+            masks[key] = None if value is None else int(str(value), 0)
+        except ValueError:
+            raise refuse(f"{key} {value!r} is not a number") from None
+    described = data.get("source")
+    if isinstance(described, str) and described:
+        source = f"{source} ({described})"
+    return layout_from_components(entries, source, **masks)
 
 
 def layout_from_note(descriptor: bytes, source: str) -> Layout:

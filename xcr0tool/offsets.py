@@ -30,3 +30,11 @@ HEADER_RESERVED = 528  # 48 bytes
 
 FP_XSTATE_MAGIC1 = 0x46505853  # at SW_BYTES in a signal frame
 FP_XSTATE_MAGIC2 = 0x46505845  # at xstate_size, after the frame's XSAVE area
+
+
+def read_u32(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset : offset + 4], "little")
+
+
+def read_u64(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset : offset + 8], "little")

@@ -56,7 +56,7 @@ PTRACE_INTERRUPT = 0x4207
 PTRACE_EVENT_STOP = 128
 NT_X86_XSTATE = 0x202
 WALL = 0x40000000  # __WALL: wait for clone children (threads) as well
-_SYS_PTRACE = 101  # x86-64 syscall number; the raw call avoids glibc's PEEK* errno games
+_SYS_PTRACE = 101  # x86-64 syscall number
 _CAP_SYS_PTRACE = 19
 _PF_KTHREAD = 0x00200000
 _MAX_REGSET = 16 << 20  # far beyond any XSAVE area (AMX is ~11 KiB); stops a runaway retry
@@ -66,6 +66,7 @@ _MAX_REGSET = 16 << 20  # far beyond any XSAVE area (AMX is ~11 KiB); stops a ru
 _SEIZED, _STOPPED, _DYING, _GONE, _DETACHED = "seized", "stopped", "dying", "gone", "detached"
 _POLL_MIN = 0.0005  # seconds between waitpid polls while threads are slow to stop
 _POLL_MAX = 0.02
+_NO_SUCH_PROCESS = "no such process (ESRCH); check the pid"
 
 
 @dataclass
@@ -78,32 +79,15 @@ class _Iovec(ctypes.Structure):
     _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
 
 
-_libc_lock = threading.Lock()
-_libc_cache: list[ctypes.CDLL] = []
-
-
-def _libc() -> ctypes.CDLL:
-    with _libc_lock:
-        if not _libc_cache:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.syscall.restype = ctypes.c_long
-            _libc_cache.append(libc)
-        return _libc_cache[0]
-
-
 def _ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> int:
-    """ptrace(2) via syscall(2); returns 0 or the errno."""
-    ctypes.set_errno(0)
-    ret = _libc().syscall(
-        ctypes.c_long(_SYS_PTRACE),
+    """ptrace(2); returns 0 or the errno."""
+    return cpu.syscall(
+        _SYS_PTRACE,
         ctypes.c_long(request),
         ctypes.c_long(tid),
         ctypes.c_void_p(addr),
         ctypes.c_void_p(data),
     )
-    if ret != -1:
-        return 0
-    return ctypes.get_errno() or errno.EIO
 
 
 # ---------------------------------------------------------------- /proc readers
@@ -311,7 +295,7 @@ class _Session:
             tids = _list_tasks(self.pid)
             if tids is None:
                 if not self.tracees:
-                    raise InputError(self.name, "no such process (ESRCH); check the pid")
+                    raise InputError(self.name, _NO_SUCH_PROCESS)
                 tids = []
             new = [tid for tid in tids if tid not in self.tracees]
             for tid in new:
@@ -328,7 +312,7 @@ class _Session:
         if err == errno.ESRCH:
             self.tracees[tid] = _Tracee(tid, _GONE)
             if tid == self.pid and not any(t.state != _GONE for t in self.tracees.values()):
-                raise InputError(self.name, "no such process (ESRCH); check the pid")
+                raise InputError(self.name, _NO_SUCH_PROCESS)
             self.note(f"thread {tid} exited before it could be attached; skipped")
             return
         if err == errno.EPERM and _is_dead(task_dir):
@@ -496,7 +480,7 @@ def read_process_xstate(pid: int, name: str, notes: list[str] | None = None) -> 
     proc = f"/proc/{pid}"
     tgid_text = _status_field(f"{proc}/status", "Tgid")
     if tgid_text is None or not os.path.isdir(f"{proc}/task"):
-        raise InputError(name, "no such process (ESRCH); check the pid")
+        raise InputError(name, _NO_SUCH_PROCESS)
     tgid = int(tgid_text)
     if tgid == os.getpid():
         raise InputError(name, "cannot trace ourselves; use the source `self`")

@@ -11,7 +11,8 @@ Registers gdb does not know get plain names of their own (tmm0-7, r16-r31, u_cet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fnmatch
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -131,12 +132,12 @@ def registers(image: XsaveImage) -> list[Register]:
     for component_id in sorted(present):
         if component_id >= 3 and component_id not in (6, 7):
             out.extend(_component_registers(image, component_id))
-    if 6 in present and long_mode:
+    if 6 in present:
         zmm_hi = component_fields(image, 6)
         in_use = image.in_use(6)
-        for i in range(16):
+        for i in range(len(vectors)):  # 32-bit code sees zmm0-7 only
             out.append(Register(f"zmm{i}", vectors[i] | zmm_hi[f"zmm{i}h"] << 256, 64, 6, in_use))
-    if 7 in present and long_mode:
+    if 7 in present and long_mode:  # zmm16-31 do not exist for 32-bit code
         hi16 = component_fields(image, 7)
         in_use = image.in_use(7)
         for width, size in (("xmm", 16), ("ymm", 32), ("zmm", 64)):
@@ -174,6 +175,13 @@ def stale_registers(image: XsaveImage) -> list[Register]:
     data[at.XSTATE_BV : at.XSTATE_BV + 8] = forced.to_bytes(8, "little")
     as_if_in_use = replace(image, data=bytes(data))
     return [r for r in registers(as_if_in_use) if r.component in stale]
+
+
+def select(regs: Sequence[Register], patterns: Sequence[str]) -> list[Register]:
+    """The registers whose names match any of the globs (--reg 'zmm*'); all without any."""
+    if not patterns:
+        return list(regs)
+    return [r for r in regs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
 
 
 def register_map(image: XsaveImage) -> dict[str, int]:

@@ -3,26 +3,20 @@ pipes, rich tables for terminals. Presentation never parses: values come from th
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from xcr0tool.components import component, describe_mask
 from xcr0tool.descriptions import describe
-from xcr0tool.image import SignalFrameInfo, XsaveImage
+from xcr0tool.image import XsaveImage
 from xcr0tool.layout import Layout
-from xcr0tool.registers import Register, registers, stale_registers
+from xcr0tool.registers import Register, registers, select, stale_registers
+from xcr0tool.sigframe import SignalFrameInfo
 from xcr0tool.sources import SourceResult
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-
-def select(regs: Sequence[Register], patterns: Sequence[str]) -> list[Register]:
-    if not patterns:
-        return list(regs)
-    return [r for r in regs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
 
 
 def hex_value(register: Register) -> str:
@@ -102,6 +96,21 @@ def magic2_state(frame: SignalFrameInfo) -> str:
     return "ok" if frame.magic2_ok else f"{frame.magic2:#010x} (wrong)"
 
 
+class RegisterRow(NamedTuple):
+    name: str
+    value: str  # hex
+    description: str
+    in_use: bool
+    component: int
+
+
+def register_rows(regs: Sequence[Register], patterns: Sequence[str]) -> list[RegisterRow]:
+    return [
+        RegisterRow(r.name, hex_value(r), describe(r.name, r.value), r.in_use, r.component)
+        for r in select(regs, patterns)
+    ]
+
+
 @dataclass(frozen=True)
 class ThreadView:
     """What both the plain and the rich renderer show of one image."""
@@ -109,8 +118,8 @@ class ThreadView:
     title: str
     summary: list[tuple[str, str]]
     components: list[tuple[str, str, str, str, str]]  # id, name, offset, size, state
-    registers: list[tuple[str, str, str, bool]]  # name, hex, description, in use
-    stale: list[tuple[str, str, str, bool]]  # the same, for bytes behind init-state components
+    registers: list[RegisterRow]
+    stale: list[RegisterRow]  # bytes behind init-state components, when asked for
 
 
 STALE_TITLE = "stale bytes behind init-state components (XRSTOR loads init values instead)"
@@ -148,19 +157,8 @@ def thread_view(image: XsaveImage, patterns: Sequence[str], stale: bool = False)
         )
         for i in image.component_ids
     ]
-    regs = [
-        (r.name, hex_value(r), describe(r.name, r.value), r.in_use)
-        for r in select(registers(image), patterns)
-    ]
-    stale_rows = (
-        [
-            (r.name, hex_value(r), describe(r.name, r.value), False)
-            for r in select(stale_registers(image), patterns)
-        ]
-        if stale
-        else []
-    )
-    return ThreadView(title, summary, rows, regs, stale_rows)
+    stale_rows = register_rows(stale_registers(image), patterns) if stale else []
+    return ThreadView(title, summary, rows, register_rows(registers(image), patterns), stale_rows)
 
 
 def decode_text(result: SourceResult, patterns: Sequence[str], stale: bool = False) -> str:
@@ -178,12 +176,13 @@ def decode_text(result: SourceResult, patterns: Sequence[str], stale: bool = Fal
                 f"    {cid:>2} {name:<10} offset {offset:>5} size {size:>5} {state}"
                 for cid, name, offset, size, state in view.components
             ]
-        width = max((len(r[0]) for r in [*view.registers, *view.stale]), default=0)
-        for name, value, text, _in_use in view.registers:
-            lines.append(f"  {name:<{width}} {value}" + (f"  {text}" if text else ""))
+        width = max((len(r.name) for r in [*view.registers, *view.stale]), default=0)
+        for row in view.registers:
+            text = f"  {row.description}" if row.description else ""
+            lines.append(f"  {row.name:<{width}} {row.value}{text}")
         if view.stale:
             lines.append(f"  {STALE_TITLE}:")
-            lines += [f"  {name:<{width}} {value}  stale" for name, value, _text, _u in view.stale]
+            lines += [f"  {row.name:<{width}} {row.value}  stale" for row in view.stale]
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +220,7 @@ def decode_rich(
                     cid, name, offset, size, state if state == "init" else f"[green]{state}"
                 )
             out.print(table)
-        groups = _group(image, view)
+        groups = _by_component(image, view.registers)
         if view.stale:
             groups.append((STALE_TITLE, view.stale))
         for title, rows in groups:
@@ -229,21 +228,21 @@ def decode_rich(
             table.add_column("register", style="bold")
             table.add_column("value", overflow="fold")
             table.add_column("")
-            for name, value, text, in_use in rows:
-                table.add_row(name, value if in_use else f"[dim]{value}", text)
+            for row in rows:
+                value = row.value if row.in_use else f"[dim]{row.value}"
+                table.add_row(row.name, value, row.description)
             out.print(table)
 
 
-def _group(
-    image: XsaveImage, view: ThreadView
-) -> list[tuple[str, list[tuple[str, str, str, bool]]]]:
-    owner = {r.name: r.component for r in registers(image)}
-    groups: dict[int, list[tuple[str, str, str, bool]]] = {}
-    for row in view.registers:
-        groups.setdefault(owner[row[0]], []).append(row)
+def _by_component(
+    image: XsaveImage, rows: list[RegisterRow]
+) -> list[tuple[str, list[RegisterRow]]]:
+    groups: dict[int, list[RegisterRow]] = {}
+    for row in rows:
+        groups.setdefault(row.component, []).append(row)
     return [
-        (f"{component(cid).title}{'' if image.in_use(cid) else ' (init state)'}", rows)
-        for cid, rows in sorted(groups.items())
+        (f"{component(cid).title}{'' if image.in_use(cid) else ' (init state)'}", members)
+        for cid, members in sorted(groups.items())
     ]
 
 

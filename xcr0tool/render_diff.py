@@ -42,17 +42,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xcr0tool.components import component
+from xcr0tool.components import describe_mask
 from xcr0tool.diff import (
+    DIFFERENT,
     ONLY_A,
     ONLY_B,
     RAW,
+    SAME,
     ByteRun,
     DiffResult,
     Place,
     RegisterChange,
     ThreadDiff,
-    describe_header_value,
     format_lane,
     lane_widths,
     lanes_of,
@@ -63,12 +64,7 @@ from xcr0tool.sources import SourceResult
 if TYPE_CHECKING:
     from rich.text import Text
 
-STATUS_TEXT = {
-    "same": "same",
-    "different": "different",
-    ONLY_A: "only in A",
-    ONLY_B: "only in B",
-}
+STATUS_TEXT = {SAME: "same", DIFFERENT: "different", ONLY_A: "only in A", ONLY_B: "only in B"}
 
 
 # JSON ----------------------------------------------------------------------------------
@@ -94,7 +90,7 @@ def _image_json(image: XsaveImage | None) -> dict[str, object] | None:
 def _place_json(place: Place) -> dict[str, object]:
     return {
         "component": place.component,
-        "component_name": None if place.component is None else component(place.component).name,
+        "component_name": place.component_name,
         "field": place.field,
         "register": place.register,
     }
@@ -146,30 +142,37 @@ def diff_json(result: DiffResult) -> dict[str, object]:
 
 
 # Shared by text and rich -------------------------------------------------------------------
-def lane_cells(value: int, size: int, kind: str, changed: set[int]) -> list[tuple[str, bool]]:
-    """The register's lanes in the view asked for, the highest first (as a hex number
-    reads), each with whether it differs."""
-    cells = [
-        (format_lane(lane, width, kind), i in changed)
-        for i, (lane, width) in enumerate(
-            zip(lanes_of(value, size, kind), lane_widths(size, kind), strict=True)
-        )
+def describe_header_value(field: str, value: str) -> str:
+    """A header value with the component names of a mask."""
+    if field in ("xcr0", "xstate_bv", "xcomp_bv"):
+        return f"{value} ({describe_mask(int(value, 16))})"
+    return value
+
+
+def _lane_texts(value: int, size: int, kind: str) -> list[str]:
+    """The register's lanes in the view asked for, lane 0 first."""
+    widths = lane_widths(size, kind)
+    return [
+        format_lane(lane, width, kind)
+        for lane, width in zip(lanes_of(value, size, kind), widths, strict=True)
     ]
-    return cells[::-1]
 
 
 def aligned_cells(change: RegisterChange, kind: str) -> tuple[list[str], list[str]]:
-    """A's and B's lanes, each column padded to the wider of the two, differing lanes
-    in brackets."""
+    """A's and B's lanes, the highest first (as a hex number reads), each column padded
+    to the wider of the two, differing lanes in brackets."""
     assert change.a is not None and change.b is not None
     changed = {c.index for c in change.lanes}
-    cells_a = lane_cells(change.a, change.size, kind, changed)
-    cells_b = lane_cells(change.b, change.size, kind, changed)
+    texts_a = _lane_texts(change.a, change.size, kind)
+    texts_b = _lane_texts(change.b, change.size, kind)
     out_a, out_b = [], []
-    for (text_a, hit), (text_b, _) in zip(cells_a, cells_b, strict=True):
-        width = max(len(text_a), len(text_b)) + (2 if hit else 0)
-        out_a.append((f"[{text_a}]" if hit else text_a).rjust(width))
-        out_b.append((f"[{text_b}]" if hit else text_b).rjust(width))
+    for i in reversed(range(len(texts_a))):
+        text_a, text_b = texts_a[i], texts_b[i]
+        if i in changed:
+            text_a, text_b = f"[{text_a}]", f"[{text_b}]"
+        width = max(len(text_a), len(text_b))
+        out_a.append(text_a.rjust(width))
+        out_b.append(text_b.rjust(width))
     return out_a, out_b
 
 
@@ -205,7 +208,7 @@ def _intro(result: DiffResult) -> list[str]:
 def _summary(result: DiffResult) -> str:
     if result.same:
         return "same"
-    differing = sum(1 for p in result.pairs if p.status != "same")
+    differing = sum(1 for p in result.pairs if p.status != SAME)
     return f"different: {differing} of {len(result.pairs)} thread pairs"
 
 
@@ -265,7 +268,7 @@ def diff_rich(result: DiffResult) -> None:
         out.print(Text(line))
     for pair in result.pairs:
         out.print()
-        style = "green" if pair.status == "same" else "red"
+        style = "green" if pair.status == SAME else "red"
         out.rule(Text(pair_title(pair), style=f"bold {style}"))
         if pair.header:
             table = Table("header", "A", "B", box=None, padding=(0, 1))

@@ -7,7 +7,7 @@ is built once and drawn by both text renderers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from xcr0tool.components import describe_mask
 from xcr0tool.hostinfo import XCR0_FLAGS, HostInfo, user_capable, xss_candidates
@@ -56,6 +56,8 @@ def inferred_xss(info: HostInfo) -> tuple[int | None, list[int]]:
 
 @dataclass(frozen=True)
 class ComponentRow:
+    """One component as `host` shows it; the fields are the JSON "components" keys."""
+
     id: int
     name: str
     size: int
@@ -67,10 +69,9 @@ class ComponentRow:
     state: str
 
 
-def component_rows(info: HostInfo) -> list[ComponentRow]:
-    layout = host_layout_of(info)
+def component_rows(info: HostInfo, layout: Layout, xss: int | None) -> list[ComponentRow]:
+    """Every component of the host's `layout`, `xss` being the inferred IA32_XSS."""
     compacted = layout.compacted_offsets(info.xcr0)
-    xss, _ = inferred_xss(info)
     listed = user_capable(info.leaf_0d) | info.xss_capable
     rows = []
     for entry in layout.entries():
@@ -101,14 +102,14 @@ def component_rows(info: HostInfo) -> list[ComponentRow]:
     return rows
 
 
-def _sizes(info: HostInfo) -> dict[str, int]:
+def _sizes(info: HostInfo, layout: Layout) -> dict[str, int]:
     sub0 = info.leaf_0d.get(0, (0, 0, 0, 0))
     sub1 = info.leaf_0d.get(1, (0, 0, 0, 0))
     return {
         "standard_xcr0": sub0[1],  # CPUID.(0xD,0).EBX: XSAVE of XCR0
         "standard_max": sub0[2],  # CPUID.(0xD,0).ECX: every user component the CPU has
         "compacted_xcr0_xss": sub1[1],  # CPUID.(0xD,1).EBX: XSAVES of XCR0 | IA32_XSS
-        "compacted_xcr0": host_layout_of(info).compacted_size(info.xcr0),  # XSAVEC of XCR0
+        "compacted_xcr0": layout.compacted_size(info.xcr0),  # XSAVEC of XCR0
     }
 
 
@@ -123,51 +124,36 @@ def _hex_or_none(value: int | None) -> str | None:
     return None if value is None else hex(value)
 
 
+def _machine_json(info: HostInfo) -> dict[str, object]:
+    return {
+        "vendor": info.vendor,
+        "family": info.family,
+        "model": info.model,
+        "stepping": info.stepping,
+        "brand": info.brand,
+    }
+
+
 # JSON ---------------------------------------------------------------------------------
 def host_json(info: HostInfo) -> dict[str, object]:
+    layout = host_layout_of(info)
     xss, candidates = inferred_xss(info)
-    support = info.supports
     return {
-        "cpu": {
-            "vendor": info.vendor,
-            "family": info.family,
-            "model": info.model,
-            "stepping": info.stepping,
-            "brand": info.brand,
-        },
+        "cpu": _machine_json(info),
         "xcr0": hex(info.xcr0),
         "xinuse": _hex_or_none(info.xinuse),
         "xcr0_capable": hex(user_capable(info.leaf_0d)),
         "xss_capable": hex(info.xss_capable),
         "xss": _hex_or_none(xss),
         "xss_candidates": [hex(c) for c in candidates],
-        "instructions": {
-            "xsaveopt": support.xsaveopt,
-            "xsavec": support.xsavec,
-            "xgetbv1": support.xgetbv1,
-            "xsaves": support.xsaves,
-            "xfd": support.xfd,
-        },
-        "sizes": _sizes(info),
+        "instructions": asdict(info.supports),
+        "sizes": _sizes(info, layout),
         "mxcsr_mask": hex(info.mxcsr_mask),
         "leaf_0d": [
             {"subleaf": sub, "eax": hex(eax), "ebx": hex(ebx), "ecx": hex(ecx), "edx": hex(edx)}
             for sub, (eax, ebx, ecx, edx) in sorted(info.leaf_0d.items())
         ],
-        "components": [
-            {
-                "id": row.id,
-                "name": row.name,
-                "size": row.size,
-                "offset": row.offset,
-                "compacted_offset": row.compacted_offset,
-                "aligned": row.aligned,
-                "supervisor": row.supervisor,
-                "xfd": row.xfd,
-                "state": row.state,
-            }
-            for row in component_rows(info)
-        ],
+        "components": [asdict(row) for row in component_rows(info, layout, xss)],
         "kernel": {
             "cpuinfo_flags": _flags(info),
             "xcomp_supp": _hex_or_none(info.xcomp_supp),
@@ -181,13 +167,7 @@ def saved_layout(info: HostInfo) -> dict[str, object]:
     """The layout file `host --save` writes: what `layout --json` writes (which
     `--layout FILE` reads), plus the machine and its XCR0, for the person who reads it."""
     data = host_layout_of(info).to_json()
-    data["machine"] = {
-        "vendor": info.vendor,
-        "family": info.family,
-        "model": info.model,
-        "stepping": info.stepping,
-        "brand": info.brand,
-    }
+    data["machine"] = _machine_json(info)
     data["xcr0"] = hex(info.xcr0)
     return data
 
@@ -198,14 +178,14 @@ class HostView:
     """What both the plain and the rich renderer show."""
 
     summary: list[tuple[str, str]]
-    leaf_rows: list[tuple[str, ...]]  # sub-leaf, EAX, EBX, ECX, EDX
-    component_header: tuple[str, ...]
-    component_rows: list[tuple[str, ...]]
+    leaf_rows: list[tuple[str, ...]]  # under LEAF_HEADER
+    component_rows: list[tuple[str, ...]]  # under COMPONENT_HEADER
     inconsistencies: list[str]
 
 
+LEAF_TITLE = "CPUID leaf 0xD"
 LEAF_HEADER = ("sub-leaf", "EAX", "EBX", "ECX", "EDX")
-LEAF_COLUMNS = LEAF_HEADER
+COMPONENT_TITLE = "components (compacted: offset in an XSAVEC image of XCR0)"
 COMPONENT_HEADER = (
     "id",
     "name",
@@ -227,10 +207,14 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _kernel_mask(value: int | None) -> str:
+    return _mask(value) if value is not None else "not known (< 5.16)"
+
+
 def host_view(info: HostInfo) -> HostView:
+    layout = host_layout_of(info)
     xss, candidates = inferred_xss(info)
-    sizes = _sizes(info)
-    support = info.supports
+    sizes = _sizes(info, layout)
     if xss is not None:
         xss_text = f"{_mask(xss)}, the only value that CPUID.(0xD,1).EBX fits"
     elif candidates:
@@ -254,9 +238,7 @@ def host_view(info: HostInfo) -> HostView:
         ("IA32_XSS", xss_text),
         (
             "instructions",
-            f"XSAVEOPT {_yes(support.xsaveopt)}, XSAVEC {_yes(support.xsavec)},"
-            f" XGETBV1 {_yes(support.xgetbv1)}, XSAVES {_yes(support.xsaves)},"
-            f" XFD {_yes(support.xfd)}",
+            ", ".join(f"{name.upper()} {_yes(has)}" for name, has in asdict(info.supports).items()),
         ),
         (
             "sizes",
@@ -282,10 +264,8 @@ def host_view(info: HostInfo) -> HostView:
     summary.append(
         (
             "arch_prctl",
-            "ARCH_GET_XCOMP_SUPP "
-            + (_mask(info.xcomp_supp) if info.xcomp_supp is not None else "not known (< 5.16)")
-            + ", ARCH_GET_XCOMP_PERM "
-            + (_mask(info.xcomp_perm) if info.xcomp_perm is not None else "not known (< 5.16)"),
+            f"ARCH_GET_XCOMP_SUPP {_kernel_mask(info.xcomp_supp)},"
+            f" ARCH_GET_XCOMP_PERM {_kernel_mask(info.xcomp_perm)}",
         )
     )
     leaf_rows = [
@@ -303,12 +283,12 @@ def host_view(info: HostInfo) -> HostView:
             _yes(row.xfd),
             _STATE_TEXT[row.state],
         )
-        for row in component_rows(info)
+        for row in component_rows(info, layout, xss)
     ]
-    return HostView(summary, leaf_rows, COMPONENT_HEADER, rows, list(info.inconsistencies))
+    return HostView(summary, leaf_rows, rows, list(info.inconsistencies))
 
 
-NUMERIC_COLUMNS = frozenset({"id", "size", "standard", "compacted", *LEAF_COLUMNS})
+NUMERIC_COLUMNS = frozenset({"id", "size", "standard", "compacted", *LEAF_HEADER})
 
 
 def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -324,16 +304,15 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
-COMPACTED_NOTE = "compacted: offset in an XSAVEC image of XCR0"
-
-
 def host_text(info: HostInfo) -> str:
     view = host_view(info)
     lines = [f"{key}: {value}" for key, value in view.summary]
-    lines += ["", "CPUID leaf 0xD:"]
-    lines += [f"  {line}" for line in _columns(LEAF_HEADER, view.leaf_rows)]
-    lines += ["", f"components ({COMPACTED_NOTE}):"]
-    lines += [f"  {line}" for line in _columns(view.component_header, view.component_rows)]
+    for title, header, rows in (
+        (LEAF_TITLE, LEAF_HEADER, view.leaf_rows),
+        (COMPONENT_TITLE, COMPONENT_HEADER, view.component_rows),
+    ):
+        lines += ["", f"{title}:"]
+        lines += [f"  {line}" for line in _columns(header, rows)]
     lines.append("")
     if view.inconsistencies:
         lines.append("inconsistencies:")
@@ -352,21 +331,21 @@ def host_rich(info: HostInfo) -> None:
     view = host_view(info)
     for key, value in view.summary:
         out.print(f"[cyan]{key}[/cyan]: {value}")
-    leaves = Table(title="CPUID leaf 0xD", title_justify="left", box=None, padding=(0, 1))
-    for column in LEAF_HEADER:
-        leaves.add_column(column, justify="right")
-    for row in view.leaf_rows:
-        leaves.add_row(*row)
-    out.print(leaves)
-    table = Table(
-        title=f"components ({COMPACTED_NOTE})", title_justify="left", box=None, padding=(0, 1)
-    )
-    for column in view.component_header:
-        table.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left")
-    for row in view.component_rows:
-        state = row[-1]
-        table.add_row(*row[:-1], f"[green]{state}" if state == "XCR0" else state)
-    out.print(table)
+    enabled = _STATE_TEXT[STATE_XCR0]
+    colored_rows = [
+        (*row[:-1], f"[green]{row[-1]}" if row[-1] == enabled else row[-1])
+        for row in view.component_rows
+    ]
+    for title, header, rows in (
+        (LEAF_TITLE, LEAF_HEADER, view.leaf_rows),
+        (COMPONENT_TITLE, COMPONENT_HEADER, colored_rows),
+    ):
+        table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+        for column in header:
+            table.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
     if view.inconsistencies:
         out.print("[bold yellow]inconsistencies:[/bold yellow]")
         for text in view.inconsistencies:

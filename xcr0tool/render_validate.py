@@ -34,21 +34,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from xcr0tool.components import describe_mask
-from xcr0tool.validate import FAULT, REJECT, Finding, Report, Subject
+from xcr0tool.image import COMPACTED, FXSAVE, STANDARD
+from xcr0tool.validate import (
+    ALL_ONES,
+    CPU,
+    FAULT,
+    LINUX_PTRACE,
+    REJECT,
+    SIGRETURN,
+    WARNING,
+    XRSTORS,
+    Finding,
+    Report,
+    Subject,
+)
 
-SEVERITY_STYLE = {FAULT: "bold red", REJECT: "bold red", "warning": "yellow"}
+SEVERITY_STYLE = {FAULT: "bold red", REJECT: "bold red", WARNING: "yellow"}
 
 
 def _format(subject: Subject) -> str:
     if subject.fxsave_only:
-        return "fxsave"
-    return "compacted" if subject.compacted else "standard"
+        return FXSAVE
+    return COMPACTED if subject.compacted else STANDARD
+
+
+def _all_accepted(items: Sequence[tuple[Subject, Report]]) -> bool:
+    return all(report.accepted for _, report in items)
 
 
 def validate_json(check: str, items: Sequence[tuple[Subject, Report]]) -> dict[str, object]:
     return {
         "check": check,
-        "accepted": all(report.accepted for _, report in items),
+        "accepted": _all_accepted(items),
         "images": [
             {
                 "origin": report.origin,
@@ -88,30 +105,31 @@ def validate_json(check: str, items: Sequence[tuple[Subject, Report]]) -> dict[s
 def _context(subject: Subject, report: Report) -> list[str]:
     t = report.target
     by = {
-        "linux-ptrace": "taken by PTRACE_SETREGSET (NT_X86_XSTATE)",
-        "sigreturn": f"taken by rt_sigreturn, loaded by {t.instruction.upper()}",
+        LINUX_PTRACE: "taken by PTRACE_SETREGSET (NT_X86_XSTATE)",
+        SIGRETURN: f"taken by rt_sigreturn, loaded by {t.instruction.upper()}",
     }.get(t.check, f"loaded by {t.instruction.upper()}")
     lines = [
         f"{_format(subject)}, {len(subject.data)} bytes; {by}",
         f"XCR0 {t.xcr0:#x} ({describe_mask(t.xcr0)}): {t.xcr0_source}",
         f"MXCSR_MASK {t.mxcsr_mask:#x}: {t.mxcsr_mask_source}",
     ]
-    if t.rfbm != (1 << 64) - 1:
+    if t.rfbm != ALL_ONES:
         lines.append(f"RFBM {t.rfbm:#x}")
-    if t.instruction == "xrstors":
+    if t.instruction == XRSTORS:
         lines.append(f"IA32_XSS {t.xss:#x}: {t.xss_source}")
-    if t.check != "cpu" and t.user_size is not None:
+    if t.check != CPU and t.user_size is not None:
         lines.append(f"user xstate size {t.user_size}: {t.user_size_source}")
     return lines + list(report.notes)
 
 
 def _where(finding: Finding) -> str:
+    """A finding's place for its heading: ' (byte N, value V)', each part when known."""
     parts = []
     if finding.offset is not None:
         parts.append(f"byte {finding.offset}")
     if finding.value is not None:
         parts.append(f"value {finding.value}")
-    return ", ".join(parts)
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _summary(check: str, items: Sequence[tuple[Subject, Report]]) -> str:
@@ -127,8 +145,7 @@ def validate_text(check: str, items: Sequence[tuple[Subject, Report]]) -> str:
         lines.append(f"{report.origin}: {report.verdict}")
         lines += [f"  {line}" for line in _context(subject, report)]
         for f in report.findings:
-            where = _where(f)
-            lines.append(f"  {f.severity} {f.rule}{f' ({where})' if where else ''}: {f.message}")
+            lines.append(f"  {f.severity} {f.rule}{_where(f)}: {f.message}")
             lines.append(f"    rule: {f.source}")
         lines.append("")
     lines.append(_summary(check, items))
@@ -147,14 +164,13 @@ def validate_rich(check: str, items: Sequence[tuple[Subject, Report]]) -> None:
         for line in _context(subject, report):
             out.print(Text(f"  {line}", style="dim"))
         for f in report.findings:
-            where = _where(f)
             head = Text("  ")
             head.append(f.severity, style=SEVERITY_STYLE.get(f.severity, ""))
             head.append(f" {f.rule}", style="bold")
-            head.append(f" ({where})" if where else "")
+            head.append(_where(f))
             out.print(head)
             out.print(Text(f"    {f.message}"))
             out.print(Text(f"    rule: {f.source}", style="dim"))
         out.print()
-    accepted = all(r.accepted for _, r in items)
-    out.print(Text(_summary(check, items), style="bold green" if accepted else "bold red"))
+    style = "bold green" if _all_accepted(items) else "bold red"
+    out.print(Text(_summary(check, items), style=style))

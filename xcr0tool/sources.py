@@ -21,10 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from xcr0tool.errors import InputError, LayoutError, XcrError
 from xcr0tool.image import HostFallback, XsaveImage, build_image
 from xcr0tool.layout import Layout, layout_from_note
+
+if TYPE_CHECKING:
+    from xcr0tool.elfcore import CoreFile
 
 ELF_MAGIC = b"\x7fELF"
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
@@ -38,6 +42,9 @@ class SourceResult:
     layout: Layout | None  # the layout shared by all images (None if they differ)
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
     warnings: list[str] = field(default_factory=list)
+    # The whole core behind the images (not for CORE@TID), to rewrite. Its bytes are read
+    # from its file, which for a core piped in lasts only as long as opened_source's block.
+    core: CoreFile | None = None
 
 
 def resolve_layout_option(value: str | None) -> Layout | None:
@@ -106,7 +113,7 @@ def open_source(
     """The images of a source, as SOURCE is documented in the CLI."""
     with opened_source(
         name, layout_option=layout_option, xcr0=xcr0, host_fallback=host_fallback
-    ) as (result, _core_path):
+    ) as result:
         return result
 
 
@@ -117,37 +124,40 @@ def opened_source(
     layout_option: str | None = None,
     xcr0: int | None = None,
     host_fallback: bool = True,
-) -> Iterator[tuple[SourceResult, str | None]]:
-    """open_source, and the path of the whole core behind the result while the block
-    lasts (a spool file for a core piped in), so that the core can be rewritten; None
-    for anything but a whole core."""
+) -> Iterator[SourceResult]:
+    """open_source, with a core piped in kept spooled while the block lasts, so that the
+    result's core can be rewritten from it."""
     explicit = resolve_layout_option(layout_option)
     if name.startswith("pid:"):
-        yield _process(name, explicit, xcr0), None
+        yield _process(name, explicit, xcr0)
         return
     if name == "self":
-        yield _self(explicit), None
+        yield _self(explicit)
         return
     if name == "-":
         with _stdin_as_file() as (spool, data):
             if spool:
-                yield _core(spool, "<stdin>", None, explicit), spool
+                yield _core(spool, "<stdin>", None, explicit)
             else:
-                yield _raw(data, "<stdin>", explicit, xcr0, host_fallback), None
+                yield _raw(data, "<stdin>", explicit, xcr0, host_fallback)
         return
     path, tid = split_thread(name)
     check_readable_file(path)
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-        if head == ELF_MAGIC:
-            yield _core(path, name, tid, explicit), path if tid is None else None
-            return
-        if tid is not None:
-            raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
-        data = head + handle.read(RAW_LIMIT)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(len(ELF_MAGIC))
+            if data != ELF_MAGIC:  # a raw image, read whole; a core is read note by note
+                data += handle.read(RAW_LIMIT)
+    except OSError as exc:
+        raise InputError(path, (exc.strerror or str(exc)).lower()) from None
+    if data == ELF_MAGIC:
+        yield _core(path, name, tid, explicit)
+        return
+    if tid is not None:
+        raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
     if len(data) > RAW_LIMIT:
         raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
-    yield _raw(data, path, explicit, xcr0, host_fallback), None
+    yield _raw(data, path, explicit, xcr0, host_fallback)
 
 
 def _host_fallback() -> HostFallback | None:
@@ -185,12 +195,7 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
                 f"the layout given ({explicit.source}) is ignored: the core's"
                 " NT_X86_XSAVE_LAYOUT note takes precedence"
             )
-    threads = core.threads
-    if tid is not None:
-        threads = [t for t in threads if t.tid == tid]
-        if not threads:
-            known = ", ".join(str(t.tid) for t in core.threads)
-            raise InputError(name, f"no thread {tid} in this core (threads: {known})")
+    threads = _only_thread(core.threads, tid, name, "core")
     long_mode = core.machine != "i386"
     images = []
     for thread in threads:
@@ -205,7 +210,27 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
         raise InputError(name, "no threads (no NT_PRSTATUS note)")
     shared = images[0].layout if all(i.layout == images[0].layout for i in images) else None
     details = {"machine": core.machine, "os": core.os, "class": f"ELF{core.elf_class}"}
-    return SourceResult(name, "elf-core", images, shared, details, warnings)
+    whole = core if tid is None else None
+    return SourceResult(name, "elf-core", images, shared, details, warnings, whole)
+
+
+class _Thread(Protocol):
+    @property
+    def tid(self) -> int | None: ...
+
+
+ThreadT = TypeVar("ThreadT", bound=_Thread)
+
+
+def _only_thread(threads: list[ThreadT], tid: int | None, name: str, where: str) -> list[ThreadT]:
+    """All threads, or the one with this tid (one line naming the others if none)."""
+    if tid is None:
+        return threads
+    chosen = [t for t in threads if t.tid == tid]
+    if not chosen:
+        known = ", ".join(str(t.tid) for t in threads)
+        raise InputError(name, f"no thread {tid} in this {where} (threads: {known})")
+    return chosen
 
 
 def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult:
@@ -220,13 +245,7 @@ def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult
     # Every thread is read and detached before any is chosen or decoded: an error below
     # leaves nothing attached.
     live = read_process_xstate(int(number), name, notes)
-    if at:
-        tid = int(thread)
-        chosen = [t for t in live if t.tid == tid]
-        if not chosen:
-            known = ", ".join(str(t.tid) for t in live)
-            raise InputError(name, f"no thread {tid} in this process (threads: {known})")
-        live = chosen
+    live = _only_thread(live, int(thread) if at else None, name, "process")
     layout = layout or host_layout()
     images = [
         build_image(

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from xcr0tool import offsets
 from xcr0tool.components import (
     COMPACTED_BIT,
     EXTENDED_START,
@@ -56,7 +57,6 @@ from xcr0tool.components import (
     describe_mask,
 )
 from xcr0tool.errors import InputError, LayoutError, UsageError
-from xcr0tool.grammar import SW_BYTES_OFFSET, XCOMP_BV_OFFSET, XSTATE_BV_OFFSET
 from xcr0tool.image import (
     COMPACTED,
     FCW_INIT,
@@ -72,22 +72,27 @@ MXCSR_OWNERS = SSE_BIT | AVX_BIT  # XRSTOR of a standard image loads MXCSR for e
 
 # The legacy region (SDM vol. 1 table 10-2): x87 owns bytes 0-23 and 32-159, SSE owns
 # MXCSR and MXCSR_MASK (24-31) and the XMM registers (160-415).
-X87_CONTROL = slice(0, 24)
-MXCSR = slice(24, 28)
-MXCSR_MASK = slice(28, 32)
-X87_REGISTERS = slice(32, 160)
-XMM_REGISTERS = slice(160, 416)
-SW_BYTES = slice(SW_BYTES_OFFSET, LEGACY_SIZE)
-XSTATE_BV = slice(XSTATE_BV_OFFSET, XSTATE_BV_OFFSET + 8)
-XCOMP_BV = slice(XCOMP_BV_OFFSET, XCOMP_BV_OFFSET + 8)
+FCW = slice(offsets.FCW, offsets.FSW)
+X87_CONTROL = slice(offsets.FCW, offsets.MXCSR)
+MXCSR_FIELDS = slice(offsets.MXCSR, offsets.MXCSR_MASK + 4)  # MXCSR, then MXCSR_MASK
+X87_REGISTERS = slice(offsets.ST0, offsets.XMM0)
+XMM_REGISTERS = slice(offsets.XMM0, offsets.XMM0 + 16 * 16)
+SW_BYTES = slice(offsets.SW_BYTES, LEGACY_SIZE)
+XSTATE_BV = slice(offsets.XSTATE_BV, offsets.XSTATE_BV + 8)
+XCOMP_BV = slice(offsets.XCOMP_BV, offsets.XCOMP_BV + 8)
 
 MXCSR_INIT_BYTES = MXCSR_INIT.to_bytes(4, "little")
 FCW_INIT_BYTES = FCW_INIT.to_bytes(2, "little")
-# x87 in its init state as its 152 bytes (control words then registers): FCW 0x037F,
-# every other field and register zero (SDM vol. 1 §13.6, FNINIT state with FTW empty).
-X87_INIT_BYTES = FCW_INIT_BYTES + bytes(X87_CONTROL.stop - 2 + 128)
-
-_ZERO_SW_TAIL = bytes(LEGACY_SIZE - SW_BYTES_OFFSET - 8)
+# x87 in its init state, as canonical_state gives it (control words, then registers):
+# FCW 0x037F, every other field and register zero (SDM vol. 1 §13.6, FNINIT state with
+# FTW empty).
+_X87_STATE_SIZE = X87_CONTROL.stop - X87_CONTROL.start + X87_REGISTERS.stop - X87_REGISTERS.start
+X87_INIT_BYTES = FCW_INIT_BYTES + bytes(_X87_STATE_SIZE - len(FCW_INIT_BYTES))
+# MXCSR and MXCSR_MASK when the image holds no MXCSR: a saved MXCSR_MASK of 0 is read as
+# the default mask (SDM vol. 1 §10.5.1.2)
+_MXCSR_FIELDS_INIT = MXCSR_INIT_BYTES + bytes(4)
+# The sw bytes after the XCR0 word, which the kernel zeroes.
+_ZERO_SW_TAIL = bytes(SW_BYTES.stop - SW_BYTES.start - 8)
 
 
 # XCR0 values ------------------------------------------------------------------------
@@ -151,7 +156,7 @@ def _broken_rule(value: int) -> Xcr0Rule | None:
 # Plans ------------------------------------------------------------------------------
 
 
-class _Same:
+class _LayoutKey:
     """A layout as a cache key, by identity: Layout holds a dict and cannot be hashed,
     and hashing its contents for every image would cost more than the copy itself.
     The cache keeps the layout alive, so its id is not reused while the plan exists."""
@@ -165,7 +170,7 @@ class _Same:
         return id(self.layout)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Same) and other.layout is self.layout
+        return isinstance(other, _LayoutKey) and other.layout is self.layout
 
 
 @dataclass(frozen=True)
@@ -176,19 +181,22 @@ class _Plan:
     moves: tuple[tuple[int, int, int, int], ...]
 
 
+def _extended(space: int) -> int:
+    return space & ~LEGACY_BITS & ~COMPACTED_BIT
+
+
 def _offsets(layout: Layout, compacted: bool, space: int) -> dict[int, int]:
-    extended = space & ~LEGACY_BITS & ~COMPACTED_BIT
     if compacted:
-        return layout.compacted_offsets(extended)
-    return layout.standard_offsets(extended)
+        return layout.compacted_offsets(_extended(space))
+    return layout.standard_offsets(_extended(space))
 
 
 @lru_cache(maxsize=512)
 def _plan(
-    source: _Same,
+    source: _LayoutKey,
     source_compacted: bool,
     source_space: int,
-    target: _Same,
+    target: _LayoutKey,
     target_compacted: bool,
     target_space: int,
 ) -> _Plan:
@@ -207,21 +215,21 @@ def _plan(
                 f" {source.layout.source} and {size} in {target.layout.source}"
             )
         moves.append((1 << i, source_offsets[i], target_offset, size))
-    ends = [EXTENDED_START] + [offset + size for _bit, offset, _to, size in moves]
+    source_end = max([EXTENDED_START] + [offset + size for _bit, offset, _to, size in moves])
     if target_compacted:
-        target_size = target.layout.compacted_size(target_space & ~LEGACY_BITS & ~COMPACTED_BIT)
+        target_size = target.layout.compacted_size(_extended(target_space))
     else:
-        target_size = target.layout.standard_size(target_space & ~COMPACTED_BIT)
-    return _Plan(target_size, max(ends), tuple(moves))
+        target_size = target.layout.standard_size(_extended(target_space))
+    return _Plan(target_size, source_end, tuple(moves))
 
 
 def _plan_for(image: XsaveImage, target: Layout, compacted: bool, space: int) -> _Plan:
     try:
         plan = _plan(
-            _Same(image.layout),
+            _LayoutKey(image.layout),
             image.format == COMPACTED,
             _space(image),
-            _Same(target),
+            _LayoutKey(target),
             compacted,
             space,
         )
@@ -247,25 +255,60 @@ def _space(image: XsaveImage) -> int:
     return image.xcr0 | X87_BIT
 
 
-def _mxcsr(image: XsaveImage, in_use: int) -> tuple[bytes, bytes | None]:
-    """(MXCSR as XRSTOR would load it, MXCSR_MASK if the image holds one)."""
+def _mxcsr_fields(image: XsaveImage, in_use: int) -> bytes:
+    """MXCSR as XRSTOR would load it, then the image's MXCSR_MASK (0 when the image holds
+    no MXCSR)."""
     # XRSTOR of a compacted image loads MXCSR only with SSE (XSTATE_BV[1]); of a standard
     # one whenever XCR0 has SSE or AVX, whatever XSTATE_BV says (SDM vol. 1 §13.8; the
     # CPU agrees: tests/test_cpu_oracle.py, test_mxcsr_reserved_bit_*).
     held = in_use & SSE_BIT if image.format == COMPACTED else _space(image) & MXCSR_OWNERS
-    if not held:
-        return MXCSR_INIT_BYTES, None
-    return bytes(image.data[MXCSR]), bytes(image.data[MXCSR_MASK])
+    return image.data[MXCSR_FIELDS] if held else _MXCSR_FIELDS_INIT
 
 
 # Writing ----------------------------------------------------------------------------
 
 
+def _copy_in_use(
+    image: XsaveImage, target: Layout, compacted: bool, space: int, size: int | None
+) -> tuple[bytearray, int]:
+    """The image's in-use components of `space` (x87, the XMM registers, extended
+    components) copied into a zeroed image of `target`'s layout, compacted or standard,
+    with space for `space` and at least `size` bytes; and the image's in-use components."""
+    plan = _plan_for(image, target, compacted, space)
+    in_use = image.xstate_bv & _space(image)
+    copied = in_use & space
+    source = memoryview(image.data)
+    out = bytearray(plan.size if size is None else max(size, plan.size))
+    if copied & X87_BIT:
+        out[X87_CONTROL] = source[X87_CONTROL]
+        out[X87_REGISTERS] = source[X87_REGISTERS]
+    if copied & SSE_BIT:
+        out[XMM_REGISTERS] = source[XMM_REGISTERS]
+    for bit, source_offset, target_offset, length in plan.moves:
+        if copied & bit:
+            out[target_offset : target_offset + length] = source[
+                source_offset : source_offset + length
+            ]
+    return out, in_use
+
+
 def _new_image(
-    image: XsaveImage, data: bytearray, target: Layout, xcr0: int, form: str, xcr0_source: str
+    image: XsaveImage,
+    data: bytearray,
+    target: Layout,
+    xcr0: int,
+    form: str,
+    xcr0_source: str | None,
 ) -> XsaveImage:
     return XsaveImage(
-        bytes(data), target, image.origin, xcr0, xcr0_source, image.tid, image.long_mode, form
+        bytes(data),
+        target,
+        image.origin,
+        xcr0,
+        xcr0_source or image.xcr0_source,
+        image.tid,
+        image.long_mode,
+        form,
     )
 
 
@@ -277,31 +320,18 @@ def _write_compacted(
     size: int | None = None,
     xcr0_source: str | None = None,
 ) -> XsaveImage:
-    in_use = image.xstate_bv & _space(image)
-    plan = _plan_for(image, target, True, rfbm)
-    source = memoryview(image.data)
-    mxcsr, mxcsr_mask = _mxcsr(image, in_use)
+    out, in_use = _copy_in_use(image, target, True, rfbm, size)
     saved = in_use & rfbm
-    if rfbm & SSE_BIT and mxcsr != MXCSR_INIT_BYTES:
+    mxcsr_fields = _mxcsr_fields(image, in_use)
+    if rfbm & SSE_BIT and mxcsr_fields[:4] != MXCSR_INIT_BYTES:
+        # XSAVEC saves SSE for a non-default MXCSR even in SSE's init state; the XMM
+        # registers then stay zero
         saved |= SSE_BIT
-    out = bytearray(plan.size if size is None else max(size, plan.size))
-    if saved & X87_BIT:
-        out[X87_CONTROL] = source[X87_CONTROL]
-        out[X87_REGISTERS] = source[X87_REGISTERS]
     if saved & SSE_BIT:
-        out[MXCSR] = mxcsr
-        if mxcsr_mask is not None:
-            out[MXCSR_MASK] = mxcsr_mask
-        if in_use & SSE_BIT:
-            out[XMM_REGISTERS] = source[XMM_REGISTERS]
+        out[MXCSR_FIELDS] = mxcsr_fields
     out[XSTATE_BV] = saved.to_bytes(8, "little")
     out[XCOMP_BV] = (rfbm | COMPACTED_BIT).to_bytes(8, "little")
-    for bit, source_offset, target_offset, length in plan.moves:
-        if saved & bit:
-            out[target_offset : target_offset + length] = source[
-                source_offset : source_offset + length
-            ]
-    return _new_image(image, out, target, xcr0, COMPACTED, xcr0_source or image.xcr0_source)
+    return _new_image(image, out, target, xcr0, COMPACTED, xcr0_source)
 
 
 def _write_standard(
@@ -312,34 +342,18 @@ def _write_standard(
     size: int | None = None,
     xcr0_source: str | None = None,
 ) -> XsaveImage:
-    in_use = image.xstate_bv & _space(image)
-    plan = _plan_for(image, target, False, xcr0)
-    source = memoryview(image.data)
+    out, in_use = _copy_in_use(image, target, False, xcr0, size)
     written = in_use & xcr0
-    out = bytearray(plan.size if size is None else max(size, plan.size))
-    if written & X87_BIT:
-        out[X87_CONTROL] = source[X87_CONTROL]
-        out[X87_REGISTERS] = source[X87_REGISTERS]
-    else:
-        out[0:2] = FCW_INIT_BYTES
+    if not written & X87_BIT:
+        out[FCW] = FCW_INIT_BYTES
     if xcr0 & MXCSR_OWNERS:
-        mxcsr, mxcsr_mask = _mxcsr(image, in_use)
-        out[MXCSR] = mxcsr
-        if mxcsr_mask is not None:
-            out[MXCSR_MASK] = mxcsr_mask
-    if written & SSE_BIT:
-        out[XMM_REGISTERS] = source[XMM_REGISTERS]
+        out[MXCSR_FIELDS] = _mxcsr_fields(image, in_use)
     if keep_sw_bytes:
-        out[SW_BYTES] = source[SW_BYTES]
+        out[SW_BYTES] = image.data[SW_BYTES]
     else:
         out[SW_BYTES] = xcr0.to_bytes(8, "little") + _ZERO_SW_TAIL
     out[XSTATE_BV] = written.to_bytes(8, "little")
-    for bit, source_offset, target_offset, length in plan.moves:
-        if written & bit:
-            out[target_offset : target_offset + length] = source[
-                source_offset : source_offset + length
-            ]
-    return _new_image(image, out, target, xcr0, STANDARD, xcr0_source or image.xcr0_source)
+    return _new_image(image, out, target, xcr0, STANDARD, xcr0_source)
 
 
 # The transforms ---------------------------------------------------------------------
@@ -472,18 +486,12 @@ def canonical_state(image: XsaveImage) -> dict[int, bytes]:
     in_use = image.xstate_bv & space
     state: dict[int, bytes] = {}
     if in_use & X87_BIT:
-        state[0] = bytes(data[X87_CONTROL]) + bytes(data[X87_REGISTERS])
+        state[0] = data[X87_CONTROL] + data[X87_REGISTERS]
     elif space & X87_BIT:
         state[0] = X87_INIT_BYTES
     if space & MXCSR_OWNERS:
-        mxcsr, _mask = _mxcsr(image, in_use)
-        xmm = bytes(data[XMM_REGISTERS]) if in_use & SSE_BIT else bytes(256)
-        state[1] = mxcsr + xmm
-    offsets = image.offsets
+        mxcsr = _mxcsr_fields(image, in_use)[:4]
+        state[1] = mxcsr + (data[XMM_REGISTERS] if in_use & SSE_BIT else bytes(256))
     for i in bits(space & ~LEGACY_BITS):
-        size = image.size_of(i)
-        if in_use >> i & 1:
-            state[i] = bytes(data[offsets[i] : offsets[i] + size])
-        else:
-            state[i] = bytes(size)
+        state[i] = image.component_bytes(i)
     return state

@@ -42,8 +42,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 
+from xcr0tool import offsets as at
 from xcr0tool.components import (
     COMPACTED_BIT,
     EXTENDED_START,
@@ -53,14 +54,6 @@ from xcr0tool.components import (
     describe_mask,
 )
 from xcr0tool.errors import InputError, XcrError
-from xcr0tool.grammar import (
-    FP_XSTATE_MAGIC1,
-    FP_XSTATE_MAGIC2,
-    SW_BYTES_OFFSET,
-    XCOMP_BV_OFFSET,
-    XSTATE_BV_OFFSET,
-    xtilecfg,
-)
 from xcr0tool.image import (
     FXSAVE,
     MXCSR_INIT,
@@ -69,11 +62,10 @@ from xcr0tool.image import (
     XsaveImage,
     build_image,
     plausible_xcr0,
-    read_u32,
-    read_u64,
-    signal_frame_info,
 )
 from xcr0tool.layout import LEGACY_BITS, Layout
+from xcr0tool.offsets import FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2, read_u32, read_u64
+from xcr0tool.sigframe import SignalFrameInfo, signal_frame_info
 
 FAULT, REJECT, WARNING = "fault", "reject", "warning"
 SEVERITIES = (FAULT, REJECT, WARNING)
@@ -85,11 +77,7 @@ CPU, SIGRETURN = "cpu", "sigreturn"
 CHECKS = (CPU, LINUX_PTRACE, SIGRETURN)
 
 ALL_ONES = (1 << 64) - 1
-MXCSR_OFFSET = 24
-MXCSR_MASK_OFFSET = 28
-FSW_OFFSET = 2
-FTW_OFFSET = 4
-HEADER_END = EXTENDED_START
+XSTATE_SIZE_OFFSET = at.SW_BYTES + 16  # struct _fpx_sw_bytes.xstate_size
 X87_SSE_YMM = 0b111
 SSE_AVX = 0b110
 TILECFG = 17
@@ -120,11 +108,11 @@ class Subject:
 
     @cached_property
     def xstate_bv(self) -> int:
-        return LEGACY_BITS if self.fxsave_only else read_u64(self.data, XSTATE_BV_OFFSET)
+        return LEGACY_BITS if self.fxsave_only else read_u64(self.data, at.XSTATE_BV)
 
     @cached_property
     def xcomp_bv(self) -> int:
-        return 0 if self.fxsave_only else read_u64(self.data, XCOMP_BV_OFFSET)
+        return 0 if self.fxsave_only else read_u64(self.data, at.XCOMP_BV)
 
     @property
     def compacted(self) -> bool:
@@ -132,7 +120,12 @@ class Subject:
 
     @cached_property
     def mxcsr(self) -> int:
-        return read_u32(self.data, MXCSR_OFFSET)
+        return read_u32(self.data, at.MXCSR)
+
+    @cached_property
+    def signal_frame(self) -> SignalFrameInfo | None:
+        """The sw_bytes of a signal frame: None unless magic1 is there."""
+        return signal_frame_info(self.data)
 
 
 @dataclass(frozen=True)
@@ -234,9 +227,14 @@ def _nonzero_words(data: bytes, start: int, end: int, what: Callable[[int], str]
 
 
 def _header_word(offset: int) -> str:
-    return (
-        "XCOMP_BV" if offset == XCOMP_BV_OFFSET else f"header bytes {offset - 512}-{offset - 505}"
-    )
+    if offset == at.XCOMP_BV:
+        return "XCOMP_BV"
+    in_header = offset - at.XSTATE_BV
+    return f"header bytes {in_header}-{in_header + 7}"
+
+
+def _reserved_mxcsr_bits(s: Subject, t: Target) -> int:
+    return s.mxcsr & ~t.mxcsr_mask
 
 
 def mxcsr_loaded(subject: Subject, target: Target) -> bool:
@@ -255,7 +253,7 @@ def _compacted_without_xsavec(s: Subject, t: Target) -> Iterator[Hit]:
     if s.compacted and t.xsavec is False:
         yield Hit(
             "XCOMP_BV[63] selects the compacted form, which this CPU lacks (no XSAVEC)",
-            XCOMP_BV_OFFSET,
+            at.XCOMP_BV,
             _hex64(s.xcomp_bv),
         )
 
@@ -264,7 +262,7 @@ def _standard_under_xrstors(s: Subject, t: Target) -> Iterator[Hit]:
     if not s.compacted:
         yield Hit(
             "XCOMP_BV[63] is 0: XRSTORS takes only the compacted format",
-            XCOMP_BV_OFFSET,
+            at.XCOMP_BV,
             _hex64(s.xcomp_bv),
         )
 
@@ -274,14 +272,14 @@ def _xstate_bv_outside_xcr0(s: Subject, t: Target) -> Iterator[Hit]:
     if not s.compacted and extra:
         yield Hit(
             f"XSTATE_BV has {_names(extra)} set, outside XCR0 {_names(t.xcr0)}",
-            XSTATE_BV_OFFSET,
+            at.XSTATE_BV,
             _hex64(s.xstate_bv),
         )
 
 
 def _standard_header_reserved(s: Subject, t: Target) -> Iterator[Hit]:
     if not s.compacted:
-        yield from _nonzero_words(s.data, XCOMP_BV_OFFSET, XCOMP_BV_OFFSET + 16, _header_word)
+        yield from _nonzero_words(s.data, at.XCOMP_BV, at.XCOMP_BV + 16, _header_word)
 
 
 def _xcomp_bv_outside_enabled(s: Subject, t: Target) -> Iterator[Hit]:
@@ -290,7 +288,7 @@ def _xcomp_bv_outside_enabled(s: Subject, t: Target) -> Iterator[Hit]:
         what = "XCR0 | IA32_XSS" if t.instruction == XRSTORS else "XCR0"
         yield Hit(
             f"XCOMP_BV has {_names(extra)} set, outside {what} {_names(t.enabled)}",
-            XCOMP_BV_OFFSET,
+            at.XCOMP_BV,
             _hex64(s.xcomp_bv),
         )
 
@@ -302,23 +300,23 @@ def _xstate_bv_outside_xcomp_bv(s: Subject, t: Target) -> Iterator[Hit]:
         yield Hit(
             f"XSTATE_BV has {_names(extra)} set, outside XCOMP_BV[62:0]"
             f" {_names(s.xcomp_bv & ~COMPACTED_BIT)}",
-            XSTATE_BV_OFFSET,
+            at.XSTATE_BV,
             _hex64(s.xstate_bv),
         )
 
 
 def _compacted_header_reserved(s: Subject, t: Target) -> Iterator[Hit]:
     if s.compacted:
-        yield from _nonzero_words(s.data, XCOMP_BV_OFFSET + 8, HEADER_END, _header_word)
+        yield from _nonzero_words(s.data, at.HEADER_RESERVED, EXTENDED_START, _header_word)
 
 
 def _mxcsr_reserved(s: Subject, t: Target) -> Iterator[Hit]:
-    reserved = s.mxcsr & ~t.mxcsr_mask & 0xFFFFFFFF
+    reserved = _reserved_mxcsr_bits(s, t)
     if reserved and mxcsr_loaded(s, t):
         yield Hit(
             f"MXCSR {s.mxcsr:#x} sets reserved bits {reserved:#x}"
             f" (MXCSR_MASK {t.mxcsr_mask:#x}, {t.mxcsr_mask_source})",
-            MXCSR_OFFSET,
+            at.MXCSR,
             f"{s.mxcsr:#010x}",
         )
 
@@ -360,7 +358,7 @@ def _ptrace_xfeatures(s: Subject, t: Target) -> Iterator[Hit]:
         yield Hit(
             f"XSTATE_BV has {_names(extra)} set, outside the user features"
             f" {_names(t.xcr0)}: EINVAL",
-            XSTATE_BV_OFFSET,
+            at.XSTATE_BV,
             _hex64(s.xstate_bv),
         )
 
@@ -370,98 +368,82 @@ def _ptrace_xcomp_bv(s: Subject, t: Target) -> Iterator[Hit]:
         yield Hit(
             f"XCOMP_BV is {s.xcomp_bv:#x}: the kernel takes only the standard format,"
             " XCOMP_BV 0: EINVAL",
-            XCOMP_BV_OFFSET,
+            at.XCOMP_BV,
             _hex64(s.xcomp_bv),
         )
 
 
 def _ptrace_header_reserved(s: Subject, t: Target) -> Iterator[Hit]:
-    for hit in _nonzero_words(s.data, XCOMP_BV_OFFSET + 8, HEADER_END, _header_word):
+    for hit in _nonzero_words(s.data, at.HEADER_RESERVED, EXTENDED_START, _header_word):
         yield replace(hit, message=f"{hit.message}: the 48 reserved bytes must be zero: EINVAL")
 
 
 def _ptrace_mxcsr(s: Subject, t: Target) -> Iterator[Hit]:
-    reserved = s.mxcsr & ~t.mxcsr_mask & 0xFFFFFFFF
+    reserved = _reserved_mxcsr_bits(s, t)
     if reserved and s.xstate_bv & X87_SSE_YMM:
         yield Hit(
             f"MXCSR {s.mxcsr:#x} sets reserved bits {reserved:#x} (MXCSR_MASK"
             f" {t.mxcsr_mask:#x}, {t.mxcsr_mask_source}) and XSTATE_BV has x87, SSE or AVX:"
             " EINVAL",
-            MXCSR_OFFSET,
+            at.MXCSR,
             f"{s.mxcsr:#010x}",
         )
 
 
-@dataclass(frozen=True)
-class _SwBytes:
-    magic1: int
-    extended_size: int
-    xfeatures: int
-    xstate_size: int
-
-
-def _sw_bytes(data: bytes) -> _SwBytes:
-    at = SW_BYTES_OFFSET
-    return _SwBytes(
-        read_u32(data, at), read_u32(data, at + 4), read_u64(data, at + 8), read_u32(data, at + 16)
-    )
-
-
 def _sigframe_magic1(s: Subject, t: Target) -> Iterator[Hit]:
-    sw = _sw_bytes(s.data)
-    if sw.magic1 != FP_XSTATE_MAGIC1:
+    magic1 = read_u32(s.data, at.SW_BYTES)
+    if magic1 != FP_XSTATE_MAGIC1:
         yield Hit(
-            f"magic1 is {sw.magic1:#010x}, not {FP_XSTATE_MAGIC1:#010x}: {FX_ONLY}",
-            SW_BYTES_OFFSET,
-            f"{sw.magic1:#010x}",
+            f"magic1 is {magic1:#010x}, not {FP_XSTATE_MAGIC1:#010x}: {FX_ONLY}",
+            at.SW_BYTES,
+            f"{magic1:#010x}",
         )
 
 
-def _size_problems(sw: _SwBytes, t: Target) -> list[str]:
+def _size_problems(frame: SignalFrameInfo, t: Target) -> list[str]:
     """What is wrong with xstate_size, in the order the kernel tests it."""
+    size = frame.xstate_size
     problems = []
-    if sw.xstate_size < EXTENDED_START:
+    if size < EXTENDED_START:
         problems.append(
-            f"xstate_size {sw.xstate_size} is below {EXTENDED_START}, the legacy region and header"
+            f"xstate_size {size} is below {EXTENDED_START}, the legacy region and header"
         )
-    if t.user_size is not None and sw.xstate_size > t.user_size:
+    if t.user_size is not None and size > t.user_size:
         problems.append(
-            f"xstate_size {sw.xstate_size} exceeds the kernel's user xstate size"
+            f"xstate_size {size} exceeds the kernel's user xstate size"
             f" {t.user_size} ({t.user_size_source})"
         )
-    if sw.xstate_size > sw.extended_size:
-        problems.append(f"xstate_size {sw.xstate_size} exceeds extended_size {sw.extended_size}")
+    if size > frame.extended_size:
+        problems.append(f"xstate_size {size} exceeds extended_size {frame.extended_size}")
     return problems
 
 
 def _sigframe_sizes(s: Subject, t: Target) -> Iterator[Hit]:
-    sw = _sw_bytes(s.data)
-    if sw.magic1 != FP_XSTATE_MAGIC1:
-        return  # the other fields mean nothing then
-    for problem in _size_problems(sw, t):
-        yield Hit(f"{problem}: {FX_ONLY}", SW_BYTES_OFFSET + 16, str(sw.xstate_size))
+    frame = s.signal_frame
+    if frame is None:
+        return  # no magic1: the other fields mean nothing then
+    for problem in _size_problems(frame, t):
+        yield Hit(f"{problem}: {FX_ONLY}", XSTATE_SIZE_OFFSET, str(frame.xstate_size))
 
 
 def _sigframe_magic2(s: Subject, t: Target) -> Iterator[Hit]:
-    sw = _sw_bytes(s.data)
-    if sw.magic1 != FP_XSTATE_MAGIC1 or _size_problems(sw, t):
+    frame = s.signal_frame
+    if frame is None or _size_problems(frame, t):
         return  # the kernel looks no further
-    at = sw.xstate_size
-    if at + 4 > len(s.data):
+    where = frame.xstate_size
+    if frame.magic2 is None:
         yield Hit(
-            f"no magic2: it would be at byte {at} (xstate_size), past the end of the"
+            f"no magic2: it would be at byte {where} (xstate_size), past the end of the"
             f" {len(s.data)}-byte buffer: {FX_ONLY}",
-            at,
+            where,
             None,
         )
-        return
-    magic2 = read_u32(s.data, at)
-    if magic2 != FP_XSTATE_MAGIC2:
+    elif not frame.magic2_ok:
         yield Hit(
-            f"magic2 at byte {at} (xstate_size) is {magic2:#010x}, not"
+            f"magic2 at byte {where} (xstate_size) is {frame.magic2:#010x}, not"
             f" {FP_XSTATE_MAGIC2:#010x}: {FX_ONLY}",
-            at,
-            f"{magic2:#010x}",
+            where,
+            f"{frame.magic2:#010x}",
         )
 
 
@@ -483,8 +465,8 @@ def _stale_bytes(s: Subject, t: Target) -> Iterator[Hit]:
 def _top_ftw(s: Subject, t: Target) -> Iterator[Hit]:
     if not s.xstate_bv & 1:
         return
-    top = s.data[FSW_OFFSET + 1] >> 3 & 7
-    ftw = s.data[FTW_OFFSET]
+    top = int.from_bytes(s.data[at.FSW : at.FSW + 2], "little") >> 11 & 7
+    ftw = s.data[at.ABRIDGED_FTW]
     valid = set(bits(ftw))
     stack = {(top + k) % 8 for k in range(len(valid))}
     if valid != stack:
@@ -493,13 +475,15 @@ def _top_ftw(s: Subject, t: Target) -> Iterator[Hit]:
         yield Hit(
             f"TOP is {top} but the abridged FTW {ftw:#04x} marks {listed} valid: a stack of"
             f" {len(valid)} from R{top} up would be {expected}; the stack has holes",
-            FTW_OFFSET,
+            at.ABRIDGED_FTW,
             f"TOP={top} FTW={ftw:#04x}",
         )
 
 
 def _tilecfg_problems(raw: bytes) -> Iterator[tuple[int, str, str]]:
     """(offset in TILECFG, value, what is wrong), by LDTILECFG's rules (SDM vol. 2)."""
+    from xcr0tool.grammar import xtilecfg  # construct: only for the rare image with AMX in use
+
     cfg = xtilecfg.parse(raw)
     if cfg.palette == 0:
         if any(raw[1:]):
@@ -544,7 +528,7 @@ def _supervisor_under_xrstor(s: Subject, t: Target) -> Iterator[Hit]:
         yield Hit(
             f"the image holds supervisor components {_names(found)}: XSAVES wrote it, and only"
             " XRSTORS (CPL 0) loads them",
-            XCOMP_BV_OFFSET if s.compacted else XSTATE_BV_OFFSET,
+            at.XCOMP_BV if s.compacted else at.XSTATE_BV,
             _hex64(s.xcomp_bv if s.compacted else s.xstate_bv),
         )
 
@@ -560,7 +544,7 @@ def _mxcsr_loaded_while_init(s: Subject, t: Target) -> Iterator[Hit]:
         yield Hit(
             f"SSE and AVX are in init state, yet the standard form loads MXCSR {s.mxcsr:#x}"
             f" from byte 24, not {MXCSR_INIT:#x}",
-            MXCSR_OFFSET,
+            at.MXCSR,
             f"{s.mxcsr:#010x}",
         )
 
@@ -786,6 +770,10 @@ def run_stage(subject: Subject, target: Target, stage: str) -> list[Finding]:
     ]
 
 
+def _loaded_by_fxrstor(target: Target) -> Target:
+    return replace(target, instruction=FXRSTOR, rfbm=LEGACY_BITS)
+
+
 def validate(subject: Subject, target: Target) -> Report:
     """Every finding of every stage that applies to `target`."""
     notes: list[str] = []
@@ -793,28 +781,26 @@ def validate(subject: Subject, target: Target) -> Report:
     if subject.model_note:
         notes.append(f"components not placed ({subject.model_note}): content checks skipped")
     if subject.fxsave_only:
-        target = replace(target, instruction=FXRSTOR, rfbm=LEGACY_BITS)
+        target, stage = _loaded_by_fxrstor(target), FXRSTOR
         notes.append("a 512-byte FXSAVE area: checked as FXRSTOR loads it")
-        stages = [FXRSTOR]
     elif target.check == LINUX_PTRACE:
-        stages = [LINUX_PTRACE]
-    elif target.check == SIGRETURN:
-        findings += run_stage(subject, target, SIGFRAME)
-        if findings:
-            target = replace(target, instruction=FXRSTOR, rfbm=LEGACY_BITS)
-            notes.append("sw_bytes not valid: rt_sigreturn falls back to FXRSTOR")
-        else:
-            xfeatures = _sw_bytes(subject.data).xfeatures
-            target = replace(target, instruction=XRSTOR, rfbm=target.rfbm & xfeatures)
-            notes.append(
-                f"rt_sigreturn restores with XRSTOR, RFBM = xfeatures {_names(xfeatures)}"
-                f" & XCR0; a fault is a SIGSEGV"
-            )
-        stages = [target.instruction]
+        stage = LINUX_PTRACE
     else:
-        stages = [target.instruction]
-    for stage in [*stages, SURPRISE]:
-        findings += run_stage(subject, target, stage)
+        if target.check == SIGRETURN:
+            findings += run_stage(subject, target, SIGFRAME)
+            frame = subject.signal_frame
+            if findings or frame is None:
+                target = _loaded_by_fxrstor(target)
+                notes.append("sw_bytes not valid: rt_sigreturn falls back to FXRSTOR")
+            else:
+                target = replace(target, instruction=XRSTOR, rfbm=target.rfbm & frame.xfeatures)
+                notes.append(
+                    f"rt_sigreturn restores with XRSTOR, RFBM = xfeatures"
+                    f" {_names(frame.xfeatures)} & XCR0; a fault is a SIGSEGV"
+                )
+        stage = target.instruction
+    for each in (stage, SURPRISE):
+        findings += run_stage(subject, target, each)
     return Report(subject.origin, target, tuple(findings), tuple(notes))
 
 
@@ -830,17 +816,9 @@ class HostFacts:
     layout: Layout
 
 
-_host_cache: list[HostFacts | None] = []
-
-
+@cache
 def host_facts() -> HostFacts | None:
     """This machine's XCR0, MXCSR_MASK, XSAVEC and layout; None off x86-64 Linux."""
-    if not _host_cache:
-        _host_cache.append(_read_host())
-    return _host_cache[0]
-
-
-def _read_host() -> HostFacts | None:
     try:
         from xcr0tool import cpu, hostinfo
         from xcr0tool.sources import host_layout
@@ -880,7 +858,7 @@ def make_target(
         xss_value, xss_source = host.xss, "this machine's, inferred from CPUID.(0xD,1).EBX"
     else:
         xss_value, xss_source = 0, "IA32_XSS cannot be read here: taken as 0"
-    field_mask = read_u32(subject.data, MXCSR_MASK_OFFSET)
+    field_mask = read_u32(subject.data, at.MXCSR_MASK)
     if mxcsr_mask is not None:
         mask, mask_source = mxcsr_mask, "given"
     elif field_mask:
@@ -918,8 +896,8 @@ def _default_xcr0(
     if given is not None:
         return given, "given"
     # A signal frame's bytes 464-511 are sw_bytes, never an XCR0 word, even when spoilt.
-    if not subject.fxsave_only and check != SIGRETURN and signal_frame_info(subject.data) is None:
-        word = read_u64(subject.data, SW_BYTES_OFFSET)
+    if not subject.fxsave_only and check != SIGRETURN and subject.signal_frame is None:
+        word = read_u64(subject.data, at.SW_BYTES)
         if plausible_xcr0(word, 0):
             return word, "the image's XCR0 word at byte 464"
     if host is not None:
@@ -948,35 +926,36 @@ def load_subjects(
     """The images of a source, as subjects. Raw images (a file, `-`) are taken whatever
     their header says: a header XRSTOR would fault on is what this command is for, so a
     model that cannot be built leaves only the content checks undone."""
-    from xcr0tool.sources import (
-        ELF_MAGIC,
-        RAW_LIMIT,
-        open_source,
-        read_path_bytes,
-        resolve_layout_option,
-        split_thread,
-    )
+    from xcr0tool.sources import RAW_LIMIT, open_source, resolve_layout_option
 
-    raw_name = None
-    if name == "-":
-        raw_name = "<stdin>"
-        data = sys.stdin.buffer.read(RAW_LIMIT + 1)
-    elif not name.startswith("pid:") and name != "self":
-        path, tid = split_thread(name)
-        if tid is None and os.path.isfile(path):
-            with open(path, "rb") as handle:
-                if handle.read(len(ELF_MAGIC)) != ELF_MAGIC:
-                    raw_name = path
-        if raw_name is not None:
-            data = read_path_bytes(path)
-    if raw_name is None:
+    raw = _raw_input(name)
+    if raw is None:
         result = open_source(name, layout_option=layout_option, xcr0=xcr0)
         return [Subject(image.data, image.origin, image) for image in result.images]
-    if data[: len(ELF_MAGIC)] == ELF_MAGIC:
-        raise InputError(raw_name, "an ELF core: pass it as a file, not through a pipe")
+    origin, data = raw
     if len(data) > RAW_LIMIT:
-        raise InputError(raw_name, f"over {RAW_LIMIT} bytes and not an ELF core")
-    return [subject_from_bytes(data, raw_name, resolve_layout_option(layout_option), xcr0)]
+        raise InputError(origin, f"over {RAW_LIMIT} bytes and not an ELF core")
+    return [subject_from_bytes(data, origin, resolve_layout_option(layout_option), xcr0)]
+
+
+def _raw_input(name: str) -> tuple[str, bytes] | None:
+    """The origin and first RAW_LIMIT + 1 bytes of a raw image; None for the sources
+    open_source reads itself (a core or a thread of one, a process, self, a name that is
+    not a file: it says what is wrong)."""
+    from xcr0tool.sources import ELF_MAGIC, RAW_LIMIT, split_thread
+
+    if name == "-":
+        data = sys.stdin.buffer.read(RAW_LIMIT + 1)
+        if data.startswith(ELF_MAGIC):
+            raise InputError("<stdin>", "an ELF core: pass it as a file, not through a pipe")
+        return "<stdin>", data
+    if name.startswith("pid:") or name == "self" or split_thread(name)[1] is not None:
+        return None
+    if not os.path.isfile(name):
+        return None
+    with open(name, "rb") as handle:
+        head = handle.read(len(ELF_MAGIC))
+        return None if head == ELF_MAGIC else (name, head + handle.read(RAW_LIMIT + 1 - len(head)))
 
 
 def subject_from_bytes(

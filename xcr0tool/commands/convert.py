@@ -125,15 +125,12 @@ def convert(
         originals = result.images
         if form == "standard" and target is None and from_layout is None:
             target = _standard_layout_for_compacted(originals)
-        if opened.core is not None:
-            if form == "compacted":
-                raise UsageError(
-                    f"{result.name}: a core's NT_X86_XSTATE is always in the standard format"
-                    " (the kernel and gdb read no other); convert one thread (CORE@TID)"
-                )
-            converted = corewrite.transform_core(opened, transform)
-        else:
-            converted = [transform(corewrite.single_image(result))]
+        if opened.core is not None and form == "compacted":
+            raise UsageError(
+                f"{result.name}: a core's NT_X86_XSTATE is always in the standard format"
+                " (the kernel and gdb read no other); convert one thread (CORE@TID)"
+            )
+        converted = corewrite.transform_images(opened, transform)
         corewrite.write_result(opened, converted, output)
     # Reported once the output is written: these lines describe what it holds.
     if xcomp_bv is not None:
@@ -157,7 +154,6 @@ def _standard_layout_for_compacted(images: Sequence[XsaveImage]) -> Layout | Non
 
     if not any(image.format == COMPACTED for image in images):
         return None
-
     try:
         layout = host_layout()
         for image in images:

@@ -58,22 +58,19 @@ def host(as_json: bool, save: str | None) -> None:
                 "xcomp_perm": "0x.." | null},
      "inconsistencies": [str, ...]}
     """
+    import json
+
     from xcr0tool import render_host
     from xcr0tool.hostinfo import gather_host_info
+    from xcr0tool.output import stdout_is_terminal, write_atomic, write_json
 
     info = gather_host_info()
     if save is not None:
-        import json
-
-        from xcr0tool.output import write_atomic
-
         text = json.dumps(render_host.saved_layout(info), indent=2) + "\n"
         write_atomic(save, lambda out: out.write(text.encode()))
     if as_json:
-        from xcr0tool.output import write_json
-
         write_json(render_host.host_json(info))
-    elif sys.stdout.isatty():
+    elif stdout_is_terminal():
         render_host.host_rich(info)
     else:
         sys.stdout.write(render_host.host_text(info))

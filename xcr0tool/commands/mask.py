@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from xcr0tool.cliopts import MASK, layout_option, output_option
+
+if TYPE_CHECKING:
+    from xcr0tool.image import XsaveImage
 
 
 @click.command()
@@ -65,8 +70,7 @@ def mask(
       xcr0tool mask --xcr0 0x3 --keep-size image.bin -o sse-only.bin
     """
     from xcr0tool import corewrite, transforms
-    from xcr0tool.components import CATALOGUE, bits, describe_mask
-    from xcr0tool.image import XsaveImage
+    from xcr0tool.components import CATALOGUE_MASK, SUPERVISOR_MASK, bits, describe_mask
 
     corewrite.refuse_terminal(output)
     reports: list[transforms.MaskReport] = []
@@ -80,16 +84,13 @@ def mask(
         result = opened.result
         for warning in result.warnings:
             click.echo(f"xcr0tool: warning: {warning}", err=True)
-        if opened.core is not None:
-            masked = corewrite.transform_core(opened, apply)
-        else:
-            masked = [apply(corewrite.single_image(result))]
+        masked = corewrite.transform_images(opened, apply)
         corewrite.write_result(opened, masked, output)
     # Reported once the output is written: these lines describe what it holds.
     first = reports[0]
     # Only user components the catalogue names: an all-ones MASK asks for every bit, and
     # supervisor bits are never XCR0's.
-    absent = first.absent & sum(c.bit for c in CATALOGUE if not c.supervisor)
+    absent = first.absent & CATALOGUE_MASK & ~SUPERVISOR_MASK
     if absent:
         click.echo(
             f"xcr0tool: note: the image has no {describe_mask(absent)} (XCR0"

@@ -8,6 +8,8 @@ import click
 
 from xcr0tool.cliopts import MASK, json_option, layout_option
 
+CHECK_CHOICES = ("cpu", "linux-ptrace", "sigreturn")  # validate.CHECKS, without importing it
+
 
 @click.command()
 @click.argument("image")
@@ -34,7 +36,7 @@ from xcr0tool.cliopts import MASK, json_option, layout_option
 @click.option(
     "--as",
     "check",
-    type=click.Choice(("cpu", "linux-ptrace", "sigreturn")),
+    type=click.Choice(CHECK_CHOICES),
     default="cpu",
     show_default=True,
     help="cpu: the instruction itself; linux-ptrace: what PTRACE_SETREGSET accepts;"
@@ -65,12 +67,11 @@ def validate(
     Exit status: 0 accepted, 1 would fault or be rejected, 2 trouble.
     """
     from xcr0tool import render_validate
-    from xcr0tool.layout import Layout
     from xcr0tool.sources import resolve_layout_option
     from xcr0tool.validate import host_facts, load_subjects, make_target
     from xcr0tool.validate import validate as run_rules
 
-    explicit: Layout | None = resolve_layout_option(layout)
+    explicit = resolve_layout_option(layout)
     host = host_facts()
     items = []
     for subject in load_subjects(image, layout_option=layout, xcr0=xcr0):
