@@ -171,6 +171,12 @@ def xss_candidates(table: Leaf0D, xcr0: int) -> list[int]:
     return found
 
 
+def inferred_xss(table: Leaf0D, xcr0: int) -> tuple[int | None, list[int]]:
+    """IA32_XSS when exactly one value explains CPUID.(0xD,1).EBX, and every candidate."""
+    candidates = xss_candidates(table, xcr0)
+    return (candidates[0] if len(candidates) == 1 else None), candidates
+
+
 def _bit_list(mask: int) -> str:
     return ", ".join(map(str, bits(mask)))
 

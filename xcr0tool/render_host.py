@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from xcr0tool.components import describe_mask
-from xcr0tool.hostinfo import XCR0_FLAGS, HostInfo, user_capable, xss_candidates
+from xcr0tool.hostinfo import XCR0_FLAGS, HostInfo, inferred_xss, user_capable
 from xcr0tool.layout import Layout, layout_from_cpuid
 
 # /proc/cpuinfo flags that say what the kernel makes of XSAVE: the instructions, and the
@@ -46,12 +46,6 @@ def host_layout_of(info: HostInfo) -> Layout:
     """The layout CPUID leaf 0xD gives, named after the machine so that it still says
     where it came from when read elsewhere."""
     return layout_from_cpuid(info.leaf_0d, f"CPUID leaf 0xD of {machine_phrase(info)}")
-
-
-def inferred_xss(info: HostInfo) -> tuple[int | None, list[int]]:
-    """IA32_XSS when exactly one value explains CPUID.(0xD,1).EBX, and every candidate."""
-    candidates = xss_candidates(info.leaf_0d, info.xcr0)
-    return (candidates[0] if len(candidates) == 1 else None), candidates
 
 
 @dataclass(frozen=True)
@@ -137,7 +131,7 @@ def _machine_json(info: HostInfo) -> dict[str, object]:
 # JSON ---------------------------------------------------------------------------------
 def host_json(info: HostInfo) -> dict[str, object]:
     layout = host_layout_of(info)
-    xss, candidates = inferred_xss(info)
+    xss, candidates = inferred_xss(info.leaf_0d, info.xcr0)
     return {
         "cpu": _machine_json(info),
         "xcr0": hex(info.xcr0),
@@ -213,7 +207,7 @@ def _kernel_mask(value: int | None) -> str:
 
 def host_view(info: HostInfo) -> HostView:
     layout = host_layout_of(info)
-    xss, candidates = inferred_xss(info)
+    xss, candidates = inferred_xss(info.leaf_0d, info.xcr0)
     sizes = _sizes(info, layout)
     if xss is not None:
         xss_text = f"{_mask(xss)}, the only value that CPUID.(0xD,1).EBX fits"

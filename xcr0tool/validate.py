@@ -825,12 +825,11 @@ def host_facts() -> HostFacts | None:
 
         table = cpu.leaf_0d()
         xcr0 = cpu.xgetbv(0)
-        candidates = hostinfo.xss_candidates(table, xcr0)
         return HostFacts(
             xcr0=xcr0,
             mxcsr_mask=hostinfo.mxcsr_mask_of(cpu.xsave_snapshot(compacted=False)),
             xsavec=hostinfo.xsave_support(table).xsavec,
-            xss=candidates[0] if len(candidates) == 1 else None,
+            xss=hostinfo.inferred_xss(table, xcr0)[0],
             layout=host_layout(),
         )
     except XcrError:
