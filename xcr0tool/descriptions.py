@@ -4,8 +4,6 @@ values come from registers.py; nothing here parses an image."""
 
 from __future__ import annotations
 
-from decimal import Decimal, getcontext
-
 _MXCSR_FLAGS = (
     ("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("DAZ", 6),
     ("IM", 7), ("DM", 8), ("ZM", 9), ("OM", 10), ("UM", 11), ("PM", 12), ("FZ", 15),
@@ -31,6 +29,8 @@ def float80(raw: int) -> str:
         return f"{sign}{'nan' if quiet else 'snan'}(0x{significand & ((1 << 62) - 1):x})"
     if exponent == 0 and significand == 0:
         return f"{sign}0"
+    from decimal import Decimal, getcontext  # only when an st register is shown
+
     getcontext().prec = 21
     value = Decimal(significand) * Decimal(2) ** (max(exponent, 1) - 16383 - 63)
     text = f"{sign}{value.normalize():g}"
