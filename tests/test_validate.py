@@ -645,3 +645,9 @@ def test_bad_options(tmp_path: Path, args: list[str]) -> None:
     proc = run("validate", str(path), *args)
     assert proc.returncode == 2
     assert b"Traceback" not in proc.stderr
+
+
+def test_read_error_names_the_file() -> None:
+    # /proc/self/mem is a file that passes every check and fails at the first read (EIO).
+    line = one_line_error(run("validate", "/proc/self/mem"))
+    assert line == "xcr0tool: /proc/self/mem: input/output error"

@@ -135,29 +135,37 @@ def opened_source(
         yield _self(explicit)
         return
     if name == "-":
-        with _stdin_as_file() as (spool, data):
+        with _stdin_as_file() as (spool, piped):
             if spool:
                 yield _core(spool, "<stdin>", None, explicit)
             else:
-                yield _raw(data, "<stdin>", explicit, xcr0, host_fallback)
+                yield _raw(piped, "<stdin>", explicit, xcr0, host_fallback)
         return
     path, tid = split_thread(name)
-    check_readable_file(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(len(ELF_MAGIC))
-            if data != ELF_MAGIC:  # a raw image, read whole; a core is read note by note
-                data += handle.read(RAW_LIMIT)
-    except OSError as exc:
-        raise InputError(path, (exc.strerror or str(exc)).lower()) from None
-    if data == ELF_MAGIC:
+    raw = read_input_file(path)
+    if raw is None:
         yield _core(path, name, tid, explicit)
         return
     if tid is not None:
         raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
+    yield _raw(raw, path, explicit, xcr0, host_fallback)
+
+
+def read_input_file(path: str) -> bytes | None:
+    """A raw image's bytes, read whole; None for an ELF file, which is read note by note
+    and never whole. Anything wrong is one line naming the file."""
+    check_readable_file(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ELF_MAGIC))
+            if head == ELF_MAGIC:
+                return None
+            data = head + handle.read(RAW_LIMIT)
+    except OSError as exc:
+        raise InputError(path, (exc.strerror or str(exc)).lower()) from None
     if len(data) > RAW_LIMIT:
         raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
-    yield _raw(data, path, explicit, xcr0, host_fallback)
+    return data
 
 
 def _host_fallback() -> HostFallback | None:

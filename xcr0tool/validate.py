@@ -925,36 +925,35 @@ def load_subjects(
     """The images of a source, as subjects. Raw images (a file, `-`) are taken whatever
     their header says: a header XRSTOR would fault on is what this command is for, so a
     model that cannot be built leaves only the content checks undone."""
-    from xcr0tool.sources import RAW_LIMIT, open_source, resolve_layout_option
+    from xcr0tool.sources import open_source, resolve_layout_option
 
     raw = _raw_input(name)
     if raw is None:
         result = open_source(name, layout_option=layout_option, xcr0=xcr0)
         return [Subject(image.data, image.origin, image) for image in result.images]
     origin, data = raw
-    if len(data) > RAW_LIMIT:
-        raise InputError(origin, f"over {RAW_LIMIT} bytes and not an ELF core")
     return [subject_from_bytes(data, origin, resolve_layout_option(layout_option), xcr0)]
 
 
 def _raw_input(name: str) -> tuple[str, bytes] | None:
-    """The origin and first RAW_LIMIT + 1 bytes of a raw image; None for the sources
-    open_source reads itself (a core or a thread of one, a process, self, a name that is
-    not a file: it says what is wrong)."""
-    from xcr0tool.sources import ELF_MAGIC, RAW_LIMIT, split_thread
+    """The origin and bytes of a raw image; None for the sources open_source reads itself
+    (a core or a thread of one, a process, self, a name that is not a file: it says what
+    is wrong)."""
+    from xcr0tool.sources import ELF_MAGIC, RAW_LIMIT, read_input_file, split_thread
 
     if name == "-":
         data = sys.stdin.buffer.read(RAW_LIMIT + 1)
         if data.startswith(ELF_MAGIC):
             raise InputError("<stdin>", "an ELF core: pass it as a file, not through a pipe")
+        if len(data) > RAW_LIMIT:
+            raise InputError("<stdin>", f"over {RAW_LIMIT} bytes: not an XSAVE image")
         return "<stdin>", data
     if name.startswith("pid:") or name == "self" or split_thread(name)[1] is not None:
         return None
     if not os.path.isfile(name):
         return None
-    with open(name, "rb") as handle:
-        head = handle.read(len(ELF_MAGIC))
-        return None if head == ELF_MAGIC else (name, head + handle.read(RAW_LIMIT + 1 - len(head)))
+    data = read_input_file(name)
+    return None if data is None else (name, data)
 
 
 def subject_from_bytes(
