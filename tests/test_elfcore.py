@@ -281,11 +281,15 @@ def rejection(path: str, name: str | None = None) -> str:
 
 def test_missing_file(tmp_path: Path) -> None:
     path = str(tmp_path / "core.1")
-    assert rejection(path) == f"{path}: no such file or directory"
+    # The words every input uses (files.input.check_readable_file), library or CLI.
+    assert rejection(path) == f"{path}: no such file"
 
 
 def test_directory(tmp_path: Path) -> None:
-    assert rejection(str(tmp_path), name="dumps") == "dumps: is a directory"
+    assert (
+        rejection(str(tmp_path), name="dumps")
+        == "dumps: is a directory, not an XSAVE image or a core"
+    )
 
 
 def test_empty_file(tmp_path: Path) -> None:

@@ -38,8 +38,6 @@ the kernels before and after, which also bound xstate_size and read magic2 there
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
@@ -941,22 +939,10 @@ def load_subjects(
 def _raw_input(name: str) -> tuple[str, bytes] | None:
     """The origin and bytes of a raw image; None for the sources open_source reads itself
     (a core or a thread of one, a process, self, a name that is not a file: it says what
-    is wrong)."""
-    from xcr0tool.sources.open import ELF_MAGIC, RAW_LIMIT, read_input_file, split_thread
+    is wrong). A core on standard input or a pipe stays open for open_source."""
+    from xcr0tool.sources.open import raw_input_bytes
 
-    if name == "-":
-        data = sys.stdin.buffer.read(RAW_LIMIT + 1)
-        if data.startswith(ELF_MAGIC):
-            raise InputError("<stdin>", "an ELF core: pass it as a file, not through a pipe")
-        if len(data) > RAW_LIMIT:
-            raise InputError("<stdin>", f"over {RAW_LIMIT} bytes: not an XSAVE image")
-        return "<stdin>", data
-    if name.startswith("pid:") or name == "self" or split_thread(name)[1] is not None:
-        return None
-    if not os.path.isfile(name):
-        return None
-    data = read_input_file(name)
-    return None if data is None else (name, data)
+    return raw_input_bytes(name)
 
 
 def subject_from_bytes(

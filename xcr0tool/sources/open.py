@@ -13,16 +13,13 @@ then --layout FILE or NAME, then a guess from XCR0 and the image size.
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from xcr0tool.errors import InputError, LayoutError, XcrError
-from xcr0tool.files.input import check_readable_file, reason
+from xcr0tool.files.input import STDIN, FileInput, Input, open_input
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.files import resolve_layout_option
 from xcr0tool.model.image import HostFallback, XsaveImage
@@ -33,6 +30,9 @@ if TYPE_CHECKING:
 
 ELF_MAGIC = b"\x7fELF"
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
+# Outputs made from a live process's state are as private as the kernel's own cores,
+# which it creates with mode 0600 (fs/coredump.c, do_coredump).
+PROCESS_MODE = 0o600
 
 
 @dataclass
@@ -44,8 +44,11 @@ class SourceResult:
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
     warnings: list[str] = field(default_factory=list)
     # The whole core behind the images (not for CORE@TID), to rewrite. Its bytes are read
-    # from its file, which for a core piped in lasts only as long as opened_source's block.
+    # from its input, which stays open only as long as opened_source's block.
     core: CoreFile | None = None
+    # The permission bits of the regular file behind the source (None: a pipe, nothing):
+    # an output made from it is never more readable (files.output.write_output).
+    file_mode: int | None = None
 
 
 def split_thread(name: str) -> tuple[str, int | None]:
@@ -54,22 +57,6 @@ def split_thread(name: str) -> tuple[str, int | None]:
     if sep and tid.isdigit() and not os.path.exists(name):
         return path, int(tid)
     return name, None
-
-
-@contextmanager
-def _stdin_as_file() -> Iterator[tuple[str, bytes]]:
-    """Standard input, spooled to a temporary file only if it is an ELF core (cores may be
-    large; images are small and read whole)."""
-    stream = sys.stdin.buffer
-    head = stream.read(4)
-    if head != ELF_MAGIC:
-        yield "", head + stream.read(RAW_LIMIT)
-        return
-    with tempfile.NamedTemporaryFile(prefix="xcr0tool-stdin-", suffix=".core") as spool:
-        spool.write(head)
-        shutil.copyfileobj(stream, spool, 1 << 20)
-        spool.flush()
-        yield spool.name, b""
 
 
 def open_source(
@@ -94,8 +81,8 @@ def opened_source(
     xcr0: int | None = None,
     host_fallback: bool = True,
 ) -> Iterator[SourceResult]:
-    """open_source, with a core piped in kept spooled while the block lasts, so that the
-    result's core can be rewritten from it."""
+    """open_source, with the input kept open while the block lasts, so that the
+    result's core can be rewritten from it (a stream cannot be opened twice)."""
     explicit = resolve_layout_option(layout_option)
     if name.startswith("pid:"):
         yield _process(name, explicit, xcr0)
@@ -103,38 +90,82 @@ def opened_source(
     if name == "self":
         yield _self(explicit)
         return
-    if name == "-":
-        with _stdin_as_file() as (spool, piped):
-            if spool:
-                yield _core(spool, "<stdin>", None, explicit)
-            else:
-                yield _raw(piped, "<stdin>", explicit, xcr0, host_fallback)
-        return
-    path, tid = split_thread(name)
-    raw = read_input_file(path)
-    if raw is None:
-        yield _core(path, name, tid, explicit)
-        return
-    if tid is not None:
-        raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
-    yield _raw(raw, path, explicit, xcr0, host_fallback)
+    path, tid = (name, None) if name == "-" else split_thread(name)
+    with _input(path) as opened:
+        label = STDIN if name == "-" else name
+        raw = _raw_bytes(opened)
+        if raw is None:
+            opened.name = label  # errors name the core as the user did (CORE@TID)
+            yield _core(opened, label, tid, explicit)
+            return
+        if tid is not None:
+            raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
+        result = _raw(raw, opened.name, explicit, xcr0, host_fallback)
+        result.file_mode = opened.mode
+        yield result
+
+
+# Inputs opened by raw_input_bytes and found to be cores, when they cannot be opened
+# again (standard input, a pipe): open_source takes them from here.
+_peeked: dict[str, Input] = {}
+
+
+@contextmanager
+def _input(path: str) -> Iterator[Input]:
+    opened = _peeked.pop(path, None) or open_input(path)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _raw_bytes(opened: Input) -> bytes | None:
+    """A raw image's bytes, read whole (at most RAW_LIMIT); None for an ELF file, which
+    is read note by note and never whole."""
+    head = opened.read_upto(0, len(ELF_MAGIC))
+    if head == ELF_MAGIC:
+        return None
+    data = opened.read_upto(0, RAW_LIMIT + 1)
+    if len(data) > RAW_LIMIT:
+        what = (
+            "and not an ELF core"
+            if opened.kind in ("file", "stream")
+            else (f"decompressed ({opened.kind}), and not an ELF core")
+        )
+        raise InputError(opened.name, f"over {RAW_LIMIT} bytes {what}: not an XSAVE image")
+    return data
 
 
 def read_input_file(path: str) -> bytes | None:
-    """A raw image's bytes, read whole; None for an ELF file, which is read note by note
-    and never whole. Anything wrong is one line naming the file."""
-    check_readable_file(path)
+    """A raw image's bytes, read whole; None for an ELF core, which is read note by note
+    and never whole. `-` is standard input. Anything wrong is one line naming the input.
+    A core on a stream is kept open for open_source to read."""
+    opened = _peeked.pop(path, None) or open_input(path)
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(ELF_MAGIC))
-            if head == ELF_MAGIC:
-                return None
-            data = head + handle.read(RAW_LIMIT)
-    except OSError as exc:
-        raise InputError(path, reason(exc)) from None
-    if len(data) > RAW_LIMIT:
-        raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
+        data = _raw_bytes(opened)
+    except BaseException:
+        opened.close()
+        raise
+    if data is None and not isinstance(opened, FileInput):
+        _peeked[path] = opened
+    else:
+        opened.close()
     return data
+
+
+def raw_input_bytes(name: str) -> tuple[str, bytes] | None:
+    """The origin and bytes of a raw image SOURCE names (a file, a stream, `-`); None
+    for what open_source reads itself: a core (kept open if it cannot be opened again),
+    a thread of one, a process, self, a name that is not a file (it says what is
+    wrong)."""
+    if name.startswith("pid:") or name == "self":
+        return None
+    if name != "-" and (split_thread(name)[1] is not None or not os.path.exists(name)):
+        return None
+    if name != "-" and os.path.isdir(name):
+        return None
+    data = read_input_file(name)
+    return None if data is None else (STDIN if name == "-" else name, data)
 
 
 def _host_fallback() -> HostFallback | None:
@@ -156,10 +187,10 @@ def _raw(
     return SourceResult(name, "raw", [image], image.layout)
 
 
-def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+def _core(opened: Input, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
     from xcr0tool.sources.elfcore import read_core
 
-    core = read_core(path, name)
+    core = read_core(opened)
     warnings = []
     layout = explicit
     if core.xsave_layout is not None:
@@ -188,7 +219,9 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
     shared = images[0].layout if all(i.layout == images[0].layout for i in images) else None
     details = {"machine": core.machine, "os": core.os, "class": f"ELF{core.elf_class}"}
     whole = core if tid is None else None
-    return SourceResult(name, "elf-core", images, shared, details, warnings, whole)
+    result = SourceResult(name, "elf-core", images, shared, details, warnings, whole)
+    result.file_mode = opened.mode
+    return result
 
 
 class _Thread(Protocol):
@@ -230,7 +263,7 @@ def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult
         )
         for t in live
     ]
-    return SourceResult(name, "process", images, layout, warnings=notes)
+    return SourceResult(name, "process", images, layout, warnings=notes, file_mode=PROCESS_MODE)
 
 
 def host_layout() -> Layout:

@@ -31,7 +31,7 @@ def extract(source: str, tid: int | None, output: str | None, layout: str | None
 
     result = open_source(with_thread(source, tid), layout_option=layout)
     first = result.images[0]
-    write_binary(first.data, output)
+    write_binary(first.data, output, mode=result.file_mode)
     if len(result.images) > 1:
         click.echo(
             f"xcr0tool: extracted {first.origin}, the first of {len(result.images)};"
