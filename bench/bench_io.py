@@ -88,8 +88,10 @@ def piped(directory: Path, runs: int) -> None:
         lambda: run_once([*XCR0TOOL, "decode", str(core)])[0],
         runs,
     )
-    print(f"1 GiB core piped: {by_pipe:.3f} s; by path: {by_path:.3f} s;"
-          f" ratio {by_pipe / by_path:.2f} (goal <= 3)")
+    print(
+        f"1 GiB core piped: {by_pipe:.3f} s; by path: {by_path:.3f} s;"
+        f" ratio {by_pipe / by_path:.2f} (goal <= 3)"
+    )
 
 
 def sparse_mask(directory: Path, runs: int) -> None:
@@ -100,7 +102,9 @@ def sparse_mask(directory: Path, runs: int) -> None:
     times = []
     for _ in range(max(1, runs // 2)):
         out.unlink(missing_ok=True)
-        elapsed, code, rss, line = run_once([*XCR0TOOL, "mask", "--xcr0", "0x7", str(core), "-o", str(out)])
+        elapsed, code, rss, line = run_once(
+            [*XCR0TOOL, "mask", "--xcr0", "0x7", str(core), "-o", str(out)]
+        )
         if code:
             print(f"mask of a sparse 8 GiB core: exit {code}: {line}")
             return
@@ -140,8 +144,12 @@ def hostile(directory: Path) -> None:
 
 def compressed(directory: Path, runs: int) -> None:
     core = bigcores.with_memory(directory / "c.core", 256 << 20, marks=(0, 128 << 20))
-    tools = {"zst": ["zstd", "-q", "-f"], "xz": ["xz", "-k", "-f", "-T1"], "gz": ["gzip", "-k", "-f"],
-             "lz4": ["lz4", "-q", "-f"]}
+    tools = {
+        "zst": ["zstd", "-q", "-f"],
+        "xz": ["xz", "-k", "-f", "-T1"],
+        "gz": ["gzip", "-k", "-f"],
+        "lz4": ["lz4", "-q", "-f"],
+    }
     plain = statistics.median(run_once([*XCR0TOOL, "decode", str(core)])[0] for _ in range(runs))
     print(f"plain core (256 MiB of memory): decode {plain:.3f} s")
     for suffix, tool in tools.items():
@@ -159,8 +167,10 @@ def compressed(directory: Path, runs: int) -> None:
             for _ in range(runs)
         )
         status = "ok" if code == 0 else f"exit {code}: {line}"
-        print(f"{suffix} ({packed.stat().st_size} bytes): by path {t:.3f} s, piped {piped_t:.3f} s,"
-              f" peak {rss / 1024:.0f} MiB; {status}")
+        print(
+            f"{suffix} ({packed.stat().st_size} bytes): by path {t:.3f} s, piped {piped_t:.3f} s,"
+            f" peak {rss / 1024:.0f} MiB; {status}"
+        )
 
 
 def main() -> None:
