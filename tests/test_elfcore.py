@@ -366,7 +366,8 @@ def test_note_name_runs_past_its_segment(tmp_path: Path) -> None:
 
 
 def test_note_header_runs_past_its_segment(tmp_path: Path) -> None:
-    path = write(tmp_path, make_core([note(b"CORE\0", NT_PRSTATUS, prstatus(1)), bytes(8)]))
+    # Not zeros: zeros ending a segment are padding (test_io).
+    path = write(tmp_path, make_core([note(b"CORE\0", NT_PRSTATUS, prstatus(1)), b"\1" * 8]))
     expected = "c: note 1: header runs past its segment (8 bytes left)"
     assert rejection(path, name="c") == expected
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import re
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -66,9 +67,11 @@ HEADER_LIMIT = 1 << 20
 # with AMX state), and NT_FILE at most 16 MiB (fs/binfmt_elf.c fill_files_note, the
 # core_file_note_size_limit sysctl): 1 GiB holds some 80,000 AMX threads.
 NOTES_LIMIT = 1 << 30
-# Notes counted one by one: a few per thread (Linux writes NT_PRSTATUS, NT_PRFPREG,
-# NT_X86_XSTATE and maybe NT_X86_SHSTK for each). 2^20 notes is some 250,000 threads.
-NOTE_COUNT_LIMIT = 1 << 20
+# Notes, counted: a few per thread (Linux writes one per regset, fs/binfmt_elf.c
+# fill_thread_core_info: NT_PRSTATUS, NT_PRFPREG, NT_X86_XSTATE, maybe NT_X86_SHSTK).
+# 2^18 notes is over 65,000 threads, twice Linux's default pid_max (PID_MAX_DEFAULT,
+# 32768); walking them takes about a second.
+NOTE_COUNT_LIMIT = 1 << 18
 # The descriptors kept whole (XSAVE areas, FPU areas, the layout, NT_PRPSINFO): an XSAVE
 # area is at most a few tens of KiB (CPUID.(0xD,0).ECX: 11 KiB with AMX), the others are
 # smaller. Anything larger than this is not one of them.
@@ -114,7 +117,7 @@ _NOT_A_CORE = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CoreNote:
     owner: str
     type: int
@@ -348,6 +351,8 @@ class _Elf:
     phnum: int
     note_segments: list[tuple[int, dict[str, int]]]  # (index, header) of every PT_NOTE
     shnum: int
+    # Zero bytes ending a note segment, by segment index: copied, not read as notes.
+    padding: dict[int, _Range] = field(default_factory=dict)
 
 
 def _read_elf(src: _Input) -> _Elf:
@@ -409,7 +414,7 @@ def _all_phdrs(src: _Input, elf: _Elf) -> list[dict[str, int]]:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Range:
     """Bytes of the input, copied as they are."""
 
@@ -417,16 +422,33 @@ class _Range:
     size: int
 
 
-@dataclass
 class _Note:
     """A note as it lies in its segment: the public view and what a rewrite needs."""
 
-    public: CoreNote
-    number: int  # position among all notes, as error messages count them
-    segment: int  # index of its program header
-    name: bytes  # the n_namesz bytes of the name field (at most NAME_LIMIT of them)
-    raw: _Range  # header, name, descriptor and padding, in the file
-    desc: bytes | None  # the descriptor, for the notes xcr0tool reads (NT_PRSTATUS: its start)
+    __slots__ = ("desc", "name", "number", "public", "raw_size", "raw_start", "segment")
+
+    def __init__(
+        self,
+        public: CoreNote,
+        number: int,
+        segment: int,
+        name: bytes,
+        raw_start: int,
+        raw_size: int,
+        desc: bytes | None,
+    ) -> None:
+        self.public = public
+        self.number = number  # position among all notes, as error messages count them
+        self.segment = segment  # index of its program header
+        self.name = name  # the n_namesz bytes of the name field (at most NAME_LIMIT)
+        # Header, name, descriptor and padding, in the file.
+        self.raw_start, self.raw_size = raw_start, raw_size
+        # The descriptor, for the notes xcr0tool reads (of NT_PRSTATUS: its start).
+        self.desc = desc
+
+    @property
+    def raw(self) -> _Range:
+        return _Range(self.raw_start, self.raw_size)
 
     @property
     def kind(self) -> tuple[str, int]:
@@ -444,33 +466,12 @@ def _align(size: int) -> int:
     return -(-size // g.NOTE_ALIGN) * g.NOTE_ALIGN
 
 
-class _Window:
-    """A note segment, read NOTE_PIECE bytes at a time as the walk goes."""
-
-    def __init__(self, src: _Input, what: str, base: int, length: int) -> None:
-        self.src, self.what, self.base, self.length = src, what, base, length
-        self.start = 0
-        self.data = b""
-
-    def at(self, offset: int, size: int) -> tuple[bytes, int]:
-        """The bytes holding [offset, offset + size) of the segment, and where in them
-        that range starts."""
-        begin = offset - self.start
-        if begin < 0 or begin + size > len(self.data):
-            piece = min(max(size, NOTE_PIECE), self.length - offset)
-            self.data = self.src.read(self.what, self.base + offset, piece)
-            self.start, begin = offset, 0
-        return self.data, begin
-
-    def bytes(self, offset: int, size: int) -> bytes:
-        data, begin = self.at(offset, size)
-        return data[begin : begin + size]
-
-
 def _read_notes(src: _Input, elf: _Elf) -> list[_Note]:
-    """Every note of every PT_NOTE segment, in program header order, walked in bounded
-    pieces; descriptors are read only for the notes xcr0tool uses."""
-    header = _records(g.note_header).format
+    """Every note of every PT_NOTE segment, in program header order, each segment read
+    NOTE_PIECE bytes at a time; descriptors are read only for the notes xcr0tool uses.
+    Zero bytes are empty notes (gABI: no name, type 0, no descriptor) that no one
+    uses: those ending a segment are its padding (elf.padding), others go with the note
+    after them (copied with it, unless that note is rewritten); neither is listed."""
     notes: list[_Note] = []
     total = 0
     for segment, phdr in elf.note_segments:
@@ -483,47 +484,115 @@ def _read_notes(src: _Input, elf: _Elf) -> list[_Note]:
                 f"note segment {segment} claims {length} bytes: more notes than any core"
                 f" holds (at most {NOTES_LIMIT} bytes in all)"
             )
-        what = f"note segment {segment}"
         if src.size is not None:
-            src.need(what, base + length)  # a file: all of it there, before any walk
-        window = _Window(src, what, base, length)
-        at = 0
-        while at < length:
-            number = len(notes)
-            if number >= NOTE_COUNT_LIMIT:
-                raise src.error(f"more than {NOTE_COUNT_LIMIT} notes: more than any core holds")
-            if length - at < header.size:
+            src.need(f"note segment {segment}", base + length)  # a file: before any walk
+        _walk(_Segment(src, segment, base, length), notes, elf)
+    return notes
+
+
+class _Segment:
+    """A note segment, read a piece at a time."""
+
+    def __init__(self, src: _Input, index: int, base: int, length: int) -> None:
+        self.src, self.index, self.base, self.length = src, index, base, length
+        self.what = f"note segment {index}"
+        self.data = b""  # the piece read last
+        self.at = 0  # where it starts in the segment
+
+    def load(self, offset: int, size: int) -> None:
+        """Make [offset, offset + size) part of the piece."""
+        size = min(max(size, NOTE_PIECE), self.length - offset)
+        self.data = self.src.read(self.what, self.base + offset, size)
+        self.at = offset
+
+    def next_data(self, offset: int) -> int:
+        """The offset of the first non-zero byte from `offset` on (the length if none)."""
+        while offset < self.length:
+            self.load(offset, NOTE_PIECE)
+            found = _NON_ZERO.search(self.data)
+            if found:
+                return offset + found.start()
+            offset += len(self.data)
+        return self.length
+
+
+_NON_ZERO = re.compile(rb"[^\x00]")
+
+
+def _walk(seg: _Segment, notes: list[_Note], elf: _Elf) -> None:
+    """Append the notes of one segment. The loop is written for speed: a core may have
+    hundreds of thousands of notes."""
+    src, base, length, segment = seg.src, seg.base, seg.length, seg.index
+    header = _records(g.note_header).format
+    head_size, unpack_from = header.size, header.unpack_from
+    pad = g.NOTE_ALIGN - 1
+    owners: dict[bytes, str] = {}
+    lead = -1  # where a run of empty notes before this one starts
+    at = 0
+    while at < length:
+        number = len(notes)
+        if number >= NOTE_COUNT_LIMIT:
+            raise src.error(f"more than {NOTE_COUNT_LIMIT} notes: more than any core holds")
+        if at + head_size > seg.at + len(seg.data) and length - at >= head_size:
+            seg.load(at, head_size)
+        if length - at < head_size or not any(
+            unpack_from(seg.data, at - seg.at)
+        ):  # zeros: empty notes (no name, type or descriptor), or padding
+            data = seg.next_data(at)
+            if data >= length:
+                # Zeros to the end: padding (a segment padded, or claiming more than
+                # was written), copied in a rewrite, never walked 12 bytes at a time.
+                elf.padding[segment] = _Range(base + at, length - at)
+                return
+            if length - at < head_size:
                 left = length - at
                 raise src.error(f"note {number}: header runs past its segment ({left} bytes left)")
-            namesz, descsz, note_type = header.unpack_from(*window.at(at, header.size))
-            name_at = at + header.size
-            desc_at = name_at + _align(namesz)
-            desc_end = desc_at + descsz
-            if desc_at > length:
-                problem = f"{_label(number, note_type)} has a {namesz}-byte name"
-                raise src.error(f"{problem} but its segment ends after {length - name_at}")
-            if desc_end > length:
-                problem = f"{_label(number, note_type)} claims {descsz} bytes"
-                raise src.error(f"{problem} but its segment ends after {length - desc_at}")
-            name = window.bytes(name_at, min(namesz, NAME_LIMIT))
-            owner = _owner(name) if namesz <= NAME_LIMIT else ""
-            desc = None
-            if owner in _SYSTEM_OWNERS:
-                if note_type == NT_PRSTATUS:
-                    desc = window.bytes(desc_at, min(descsz, PRSTATUS_PREFIX))
-                elif note_type in _READ_WHOLE:
-                    if descsz > DESC_LIMIT:
-                        raise src.error(
-                            f"{_label(number, note_type)} claims {descsz} bytes, more than"
-                            f" such a note holds (at most {DESC_LIMIT})"
-                        )
-                    desc = window.bytes(desc_at, descsz)
-            # The last note of a segment may go without its final padding.
-            end = min(_align(desc_end), length)
-            public = CoreNote(owner, note_type, base + desc_at, descsz)
-            notes.append(_Note(public, number, segment, name, _Range(base + at, end - at), desc))
-            at = end
-    return notes
+            # Empty notes up to the one holding the next non-zero byte: no note of
+            # anyone's, kept as bytes before that note.
+            lead = at if lead < 0 else lead
+            at += (data - at) // head_size * head_size
+            seg.load(at, head_size)
+            continue
+        namesz, descsz, note_type = unpack_from(seg.data, at - seg.at)
+        name_at = at + head_size
+        desc_at = name_at + ((namesz + pad) & ~pad)
+        desc_end = desc_at + descsz
+        if desc_at > length:
+            problem = f"{_label(number, note_type)} has a {namesz}-byte name"
+            raise src.error(f"{problem} but its segment ends after {length - name_at}")
+        if desc_end > length:
+            problem = f"{_label(number, note_type)} claims {descsz} bytes"
+            raise src.error(f"{problem} but its segment ends after {length - desc_at}")
+        if namesz:
+            kept = min(namesz, NAME_LIMIT)
+            if name_at + kept > seg.at + len(seg.data):
+                seg.load(name_at, kept)
+            name = seg.data[name_at - seg.at : name_at - seg.at + kept]
+            owner = owners.get(name)
+            if owner is None:
+                owner = owners[name] = _owner(name) if namesz <= NAME_LIMIT else ""
+        else:
+            name, owner = b"", ""
+        desc = None
+        if owner in _SYSTEM_OWNERS and (note_type == NT_PRSTATUS or note_type in _READ_WHOLE):
+            size = descsz
+            if note_type == NT_PRSTATUS:
+                size = min(descsz, PRSTATUS_PREFIX)
+            elif descsz > DESC_LIMIT:
+                raise src.error(
+                    f"{_label(number, note_type)} claims {descsz} bytes, more than"
+                    f" such a note holds (at most {DESC_LIMIT})"
+                )
+            if desc_at + size > seg.at + len(seg.data):
+                seg.load(desc_at, size)
+            desc = seg.data[desc_at - seg.at : desc_at - seg.at + size]
+        # The last note of a segment may go without its final padding.
+        end = min((desc_end + pad) & ~pad, length)
+        public = CoreNote(owner, note_type, base + desc_at, descsz)
+        start = at if lead < 0 else lead
+        notes.append(_Note(public, number, segment, name, base + start, end - start, desc))
+        lead = -1
+        at = end
 
 
 def _owner(name: bytes) -> str:
@@ -574,10 +643,21 @@ def _thread(
 
 
 def _tid(src: _Input, grammar: Any, status: _Note) -> int | None:
-    size = grammar.sizeof()
+    size = _pid_end(grammar)
     if status.desc is None or len(status.desc) < size:
         return None
-    return int(src.parse(grammar, status.desc[:size], status.describe()).pr_pid)
+    # pr_pid is the grammar's last field, a signed 32-bit integer (_pid_end checks):
+    # read with int.from_bytes, a thousand threads cost no construct parse each.
+    return int.from_bytes(status.desc[size - 4 : size], "little", signed=True)
+
+
+@functools.cache
+def _pid_end(grammar: Any) -> int:
+    """Where pr_pid ends in a prstatus prefix grammar (formats.elf.prstatus_prefix)."""
+    last = grammar.subcons[-1]
+    if last.name != "pr_pid" or last.subcon.sizeof() != 4:
+        raise TypeError("prstatus_prefix must end with pr_pid, a 32-bit integer")
+    return int(grammar.sizeof())
 
 
 # ---- writing -------------------------------------------------------------------------
@@ -644,6 +724,8 @@ def _rebuild_notes(
             raise src.error("no PT_NOTE segment to hold NT_X86_XSAVE_LAYOUT")
         # Linux writes it after every thread's notes.
         segments[max(segments)].append(_note_bytes(b"LINUX\0", NT_X86_XSAVE_LAYOUT, edit.layout))
+    for index, padding in elf.padding.items():
+        segments[index].append(padding)
     return {index: [p for p in pieces if _size(p)] for index, pieces in segments.items()}
 
 
