@@ -88,15 +88,17 @@ def huge_note_segment(dest: Path, claim: int = 4 * GIB, size: int = 8 * GIB) -> 
     return dest
 
 
-def huge_note(dest: Path, size: int = 8 * GIB, note_type: int = 0x999) -> Path:
-    """The real notes followed by one note of 4 GiB - 16 (type `note_type`, owner
-    "CORE"), its segment grown to hold it, in a sparse file of `size` bytes."""
+def huge_note(
+    dest: Path, size: int = 8 * GIB, note_type: int = 0x999, descsz: int = (1 << 32) - 16
+) -> Path:
+    """The real notes followed by one note of `descsz` bytes (type `note_type`, owner
+    "CORE"; 4 GiB - 16 by default), its segment grown to hold it, in a sparse file of
+    `size` bytes."""
     data = bytearray(FIXTURE.read_bytes())
     phoff, _, phdrs = _phdrs(data)
     index = next(i for i, p in enumerate(phdrs) if p[0] == PT_NOTE)
     note = phdrs[index]
     end = note[2] + note[5]
-    descsz = (1 << 32) - 16
     header = struct.pack("<III", 5, descsz, note_type) + b"CORE\0\0\0\0"
     note[5] += len(header) + descsz
     _put(data, phoff, index, note)
@@ -105,6 +107,24 @@ def huge_note(dest: Path, size: int = 8 * GIB, note_type: int = 0x999) -> Path:
         out.write(header)
         out.write(data[end:])  # stale bytes under the note's descriptor: harmless
         out.truncate(size)
+    return dest
+
+
+def note_flood(dest: Path, size: int) -> Path:
+    """The real notes followed by `size` bytes of 12-byte notes with no name and no
+    descriptor, of type 7: hundreds of thousands of them."""
+    data = bytearray(FIXTURE.read_bytes())
+    phoff, _, phdrs = _phdrs(data)
+    index = next(i for i, p in enumerate(phdrs) if p[0] == PT_NOTE)
+    note = phdrs[index]
+    end = note[2] + note[5]
+    count = size // 12
+    note[5] += count * 12
+    _put(data, phoff, index, note)
+    with open(dest, "wb") as out:
+        out.write(data[:end])
+        out.write(struct.pack("<III", 0, 0, 7) * count)
+        out.write(data[end:])
     return dest
 
 

@@ -24,7 +24,6 @@ import io
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import IO, BinaryIO, Protocol
 
@@ -87,6 +86,13 @@ def is_zero(data: bytes) -> bool:
     """All zero bytes (a memcmp; cheap to refuse, as most data has a non-zero byte at
     one end)."""
     return not data or (data[0] == 0 and data[-1] == 0 and data == _zeros(len(data)))
+
+
+def _temporary() -> IO[bytes]:
+    """An unnamed temporary file for a stream's spool."""
+    import tempfile  # only here: it imports shutil, which imports lzma and bz2
+
+    return tempfile.TemporaryFile(prefix="xcr0tool-stream-")
 
 
 class Input:
@@ -245,7 +251,7 @@ class StreamInput(Input):
 
     def _append(self, chunk: bytes) -> None:
         if self._spool is None:
-            self._spool = tempfile.TemporaryFile(prefix="xcr0tool-stream-")  # noqa: SIM115
+            self._spool = _temporary()
         at = self._have
         self._have += len(chunk)
         # Zero blocks become holes: a sparse core piped in stays sparse in the spool,
@@ -295,7 +301,7 @@ class StreamInput(Input):
     def fileno(self) -> int:
         self.drain()
         if self._spool is None:
-            self._spool = tempfile.TemporaryFile(prefix="xcr0tool-stream-")  # noqa: SIM115
+            self._spool = _temporary()
         return self._spool.fileno()
 
     def close(self) -> None:

@@ -30,7 +30,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -106,7 +105,8 @@ class _Bar:
         )
         # The name goes in as text, never as markup.
         self._task: TaskID = self._progress.add_task("writing", total=total)
-        self._progress.update(self._task, description=f"writing {_escape(name)}")
+        label = os.path.basename(name) or name  # the bar has the width of a terminal
+        self._progress.update(self._task, description=f"writing {_escape(label)}")
         self._progress.start()
 
     def advance(self, size: int) -> None:
@@ -265,14 +265,14 @@ def _plan(path: str) -> tuple[int | None, bool]:
         own = _OWN_FD.fullmatch(current)
         if own and (own.group(1) is None or int(own.group(1)) == os.getpid()):
             return int(own.group(2)), False
+        if own:
+            # Another process's descriptor: open it, never replace what it names.
+            return None, True
         try:
             target = os.readlink(current)
         except OSError:
             break
         current = os.path.join(os.path.dirname(current), target)
-        if current.startswith(("/proc/", "/dev/fd/")):
-            # Another process's descriptor: open it, never replace what it names.
-            return None, True
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -347,6 +347,8 @@ def _write_atomic(
     except OSError:
         existing = None
     try:
+        import tempfile  # only here: it imports shutil, which imports lzma and bz2
+
         handle, temporary = tempfile.mkstemp(
             prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
         )
