@@ -21,7 +21,6 @@ from pathlib import Path
 import bigcores
 import pytest
 
-from xcr0tool.files.input import open_input
 from xcr0tool.sources.elfcore import read_core, write_core
 
 XCR0TOOL = [sys.executable, "-m", "xcr0tool"]
@@ -54,11 +53,19 @@ def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
     return lines[0]
 
 
-# The child reports its own peak memory, measured by its parent with getrusage.
+# The child reports its own peak memory, measured by its parent with getrusage. It runs
+# with 2 GiB of address space and 120 s at most: a reader that believes what a hostile
+# core claims fails here instead of taking the machine.
 _MEASURE = (
     "import resource, subprocess, sys, time\n"
+    "def limit():\n"
+    "    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
     "start = time.perf_counter()\n"
-    "code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "try:\n"
+    "    code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, preexec_fn=limit,"
+    " timeout=120)\n"
+    "except subprocess.TimeoutExpired:\n"
+    "    code = 124\n"
     "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
     "print(usage.ru_maxrss, time.perf_counter() - start)\n"
     "sys.exit(code)\n"
@@ -119,18 +126,35 @@ def umask() -> int:
 # ---- outputs never harm ------------------------------------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can replace /dev/null: run as root")
+ROOT_ONLY = pytest.mark.skipif(
+    os.geteuid() != 0, reason="only root can replace a device node (and mknod one): run as root"
+)
+
+
+@ROOT_ONLY
 @pytest.mark.parametrize("command", [["extract"], ["mask", "--xcr0", "0x7"]])
-def test_dev_null_stays_a_character_device(command: list[str]) -> None:
+def test_dev_null_stays_a_character_device(tmp_path: Path, command: list[str]) -> None:
+    # First a private null device (major 1, minor 3, as /dev/null): a writer that
+    # replaces devices fails here, before it can replace the machine's /dev/null.
+    private = tmp_path / "null"
+    os.mknod(private, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    ok(run(*command, str(CORE), "-o", str(private)))
+    assert stat.S_ISCHR(os.lstat(private).st_mode)
     before = os.stat("/dev/null")
-    ok(run(*command, str(CORE), "-o", "/dev/null"))
-    after = os.stat("/dev/null")
-    assert stat.S_ISCHR(after.st_mode)
-    assert (after.st_ino, after.st_rdev, after.st_mode) == (
-        before.st_ino,
-        before.st_rdev,
-        before.st_mode,
-    )
+    try:
+        ok(run(*command, str(CORE), "-o", "/dev/null"))
+        after = os.stat("/dev/null")
+        assert stat.S_ISCHR(after.st_mode)
+        assert (after.st_ino, after.st_rdev, after.st_mode) == (
+            before.st_ino,
+            before.st_rdev,
+            before.st_mode,
+        )
+    finally:
+        if not stat.S_ISCHR(os.lstat("/dev/null").st_mode):  # put the machine right
+            os.unlink("/dev/null")
+            os.mknod("/dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+            os.chmod("/dev/null", 0o666)
 
 
 def test_dev_stdout_writes_to_the_descriptor_at_its_offset(tmp_path: Path) -> None:
@@ -593,6 +617,8 @@ def test_compressed_core_by_path_and_on_stdin(tmp_path: Path, tool: str) -> None
         str(core).encode(), b"<stdin>"
     )
     # Read as a stream, up to the notes: a 64 MiB core costs well under 1 MiB.
+    from xcr0tool.files.input import open_input
+
     opened = open_input(str(packed))
     try:
         assert [t.tid for t in read_core(opened).threads] == [
@@ -638,3 +664,18 @@ def test_decompressors_load_only_for_compressed_inputs() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert result.stdout.decode().strip() == "[]"
+
+
+def test_host_save_goes_through_the_one_writer(tmp_path: Path) -> None:
+    target = tmp_path / "layout.json"
+    target.write_text("{}")
+    target.chmod(0o600)
+    link = tmp_path / "saved.json"
+    link.symlink_to(target.name)
+    result = run("host", "--save", str(link))
+    if result.returncode == 2 and b"XSAVE" in result.stderr:
+        pytest.skip(f"no XSAVE here: {result.stderr.decode().strip()}")
+    ok(result)
+    assert link.is_symlink()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert ok(run("layout", "--layout", str(link), "--json"))
