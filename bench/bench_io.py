@@ -120,8 +120,12 @@ def sparse_mask(directory: Path, runs: int) -> None:
 
 def hostile(directory: Path) -> None:
     cores = {
-        "p_align 2^63 in the notes (convert --layout intel)": bigcores.bad_align(directory / "a63.core", 1 << 63),
-        "p_align 2^50 in the notes (convert --layout intel)": bigcores.bad_align(directory / "a50.core", 1 << 50),
+        "p_align 2^63 in the notes (convert --layout intel)": bigcores.bad_align(
+            directory / "a63.core", 1 << 63
+        ),
+        "p_align 2^50 in the notes (convert --layout intel)": bigcores.bad_align(
+            directory / "a50.core", 1 << 50
+        ),
         "PT_NOTE of 4 GiB in 8 GiB": bigcores.huge_note_segment(directory / "ns.core"),
         "one note of 4 GiB": bigcores.huge_note(directory / "n.core"),
         "PN_XNUM, 2^32-1 headers, 256 GiB": bigcores.many_phdrs(directory / "ph.core"),
