@@ -76,16 +76,17 @@ def parse_cpuid_dump(text: str, source: str) -> dict[int, tuple[int, int, int, i
                 found = _KNOWN_PAIRS.get((regs[0], regs[1]))
                 if found is None:
                     raise LayoutError(
-                        f"{source}: line {number}: a leaf 0xD line without [SL nn] that is"
+                        source,
+                        f"line {number}: a leaf 0xD line without [SL nn] that is"
                         f" not a known component (size {regs[0]:#x}, offset {regs[1]:#x});"
-                        " label it [SL nn]"
+                        " label it [SL nn]",
                     )
                 subleaf = found
         if subleaf in leaves:
             break  # the next logical CPU begins
         leaves[subleaf] = regs  # type: ignore[assignment]
     if 0 not in leaves:
-        raise LayoutError(f"{source}: no CPUID leaf 0xD sub-leaf 0 found (not a CPUID dump?)")
+        raise LayoutError(source, "no CPUID leaf 0xD sub-leaf 0 found (not a CPUID dump?)")
     return leaves
 
 

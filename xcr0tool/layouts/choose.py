@@ -84,6 +84,7 @@ def _guess_compacted(xcomp_bv: int, origin: str) -> Layout:
             )
     unknown = [i for i in bits(wanted) if i not in profile_layout("intel").components and i >= 2]
     raise LayoutError(
-        f"{origin}: no built-in layout knows components {unknown} of XCOMP_BV {xcomp_bv:#x};"
-        " pass --layout FILE"
+        origin,
+        f"no built-in layout knows components {unknown} of XCOMP_BV {xcomp_bv:#x};"
+        " pass --layout FILE",
     )

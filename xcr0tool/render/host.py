@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from xcr0tool.arch.components import describe_mask
-from xcr0tool.model.layout import Layout, layout_from_cpuid
+from xcr0tool.model.layout import Layout
 from xcr0tool.sources.hostinfo import XCR0_FLAGS, HostInfo, inferred_xss, user_capable
 
 # /proc/cpuinfo flags that say what the kernel makes of XSAVE: the instructions, and the
@@ -33,19 +33,6 @@ _STATE_TEXT = {
     STATE_UNKNOWN: "IA32_XSS?",
     STATE_UNLISTED: "not listed",
 }
-
-
-def machine_phrase(info: HostInfo) -> str:
-    """'AuthenticAMD family 25 model 17 stepping 1 (AMD EPYC 9R14)', numbers as
-    /proc/cpuinfo prints them."""
-    brand = f" ({info.brand})" if info.brand else ""
-    return f"{info.vendor} family {info.family} model {info.model} stepping {info.stepping}{brand}"
-
-
-def host_layout_of(info: HostInfo) -> Layout:
-    """The layout CPUID leaf 0xD gives, named after the machine so that it still says
-    where it came from when read elsewhere."""
-    return layout_from_cpuid(info.leaf_0d, f"CPUID leaf 0xD of {machine_phrase(info)}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +117,7 @@ def _machine_json(info: HostInfo) -> dict[str, object]:
 
 # JSON ---------------------------------------------------------------------------------
 def host_json(info: HostInfo) -> dict[str, object]:
-    layout = host_layout_of(info)
+    layout = info.layout
     xss, candidates = inferred_xss(info.leaf_0d, info.xcr0)
     return {
         "cpu": _machine_json(info),
@@ -160,7 +147,7 @@ def host_json(info: HostInfo) -> dict[str, object]:
 def saved_layout(info: HostInfo) -> dict[str, object]:
     """The layout file `host --save` writes: what `layout --json` writes (which
     `--layout FILE` reads), plus the machine and its XCR0, for the person who reads it."""
-    data = host_layout_of(info).to_json()
+    data = info.layout.to_json()
     data["machine"] = _machine_json(info)
     data["xcr0"] = hex(info.xcr0)
     return data
@@ -206,7 +193,7 @@ def _kernel_mask(value: int | None) -> str:
 
 
 def host_view(info: HostInfo) -> HostView:
-    layout = host_layout_of(info)
+    layout = info.layout
     xss, candidates = inferred_xss(info.leaf_0d, info.xcr0)
     sizes = _sizes(info, layout)
     if xss is not None:
@@ -219,7 +206,7 @@ def host_view(info: HostInfo) -> HostView:
     else:
         xss_text = "unknown: no value fits CPUID.(0xD,1).EBX"
     summary = [
-        ("cpu", machine_phrase(info)),
+        ("cpu", info.machine),
         ("XCR0", f"{_mask(info.xcr0)}, XGETBV 0"),
         (
             "XINUSE",
