@@ -52,7 +52,7 @@ def choose_layout(found: Recognised) -> Layout:
             return _guess_compacted(found.xcomp_bv, found.origin)
         return _guess_standard(found.xcr0 | LEGACY_BITS, found.areas, found.origin)
     except LayoutError as exc:
-        raise found.refusal(str(exc).removeprefix(f"{found.origin}: ")) from None
+        raise found.refusal(exc.problem) from None
 
 
 def _guess_standard(xcr0: int, sizes: list[int], origin: str) -> Layout:

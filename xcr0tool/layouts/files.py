@@ -43,7 +43,7 @@ def load_layout_file(path: str) -> Layout:
     try:
         leaves = parse_cpuid_dump(text, path)
     except LayoutError as exc:
-        raise InputError(path, str(exc).removeprefix(f"{path}: ")) from None
+        raise InputError(path, exc.problem) from None
     layout = layout_from_cpuid(leaves, f"CPUID dump {path}")
     missing = missing_subleaves(leaves)
     if missing:

@@ -122,7 +122,7 @@ def compare_headers(a: XsaveImage, b: XsaveImage) -> tuple[HeaderChange, ...]:
     """The header fields that differ. Layouts differ when they place or size a component
     differently, not merely because each names its own source (two cores' notes)."""
     fa, fb = header_values(a), header_values(b)
-    same_layout = a.layout.components == b.layout.components
+    same_layout = a.layout == b.layout  # Layout equality: same places and sizes
     return tuple(
         HeaderChange(k, fa[k], fb[k])
         for k in fa
