@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from xcr0tool.components import bits
-from xcr0tool.cpuiddump import load_layout_file, missing_subleaves, parse_cpuid_dump
+from xcr0tool.arch.components import bits
 from xcr0tool.errors import InputError, LayoutError
-from xcr0tool.layout import layout_from_cpuid, layout_from_json, layout_from_note, note_from_layout
-from xcr0tool.profiles import PROFILES, guess_layout, profile_layout
+from xcr0tool.formats.cpuid_dump import missing_subleaves, parse_cpuid_dump
+from xcr0tool.layouts.files import load_layout_file
+from xcr0tool.layouts.profiles import PROFILES, guess_layout, profile_layout
+from xcr0tool.model.layout import (
+    layout_from_cpuid,
+    layout_from_json,
+    layout_from_note,
+    note_from_layout,
+)
 
 CORPUS = os.environ.get("XCR0TOOL_CPUID_CORPUS")
 needs_corpus = pytest.mark.skipif(
