@@ -65,7 +65,7 @@ def host_cpuid_records() -> CpuidRecords:
     """This machine's CPUID as rr records it (util.cc gather_cpuid_records): leaves 0 and 1
     without sub-leaf, leaf 7 sub-leaf 0, all 64 sub-leaves of leaf 0xD."""
     sys.path.insert(0, str(REPO))
-    from xcr0tool.cpu import cpuid
+    from xcr0tool.sources.cpu import cpuid
 
     records: CpuidRecords = [(0, NO_SUBLEAF, cpuid(0, 0)), (1, NO_SUBLEAF, cpuid(1, 0))]
     records.append((7, 0, cpuid(7, 0)))

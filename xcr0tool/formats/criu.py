@@ -219,7 +219,8 @@ def _thread(core: Fields, name: str, tid: int) -> CriuThread:
             raise InputError(
                 name, f"fpregs.{label} has {len(words)} values, CRIU needs {count} (corrupt)"
             )
-        legacy[offset : offset + 4 * count] = b"".join(w.to_bytes(4, "little") for w in words[:count])
+        packed = b"".join(w.to_bytes(4, "little") for w in words[:count])
+        legacy[offset : offset + 4 * count] = packed
     xsave = fp.message(_FP_XSAVE)
     components: dict[int, bytes] = {}
     xstate_bv = None

@@ -275,11 +275,16 @@ class _Blocks:
             out, finished = self._decompress(data, uncompressed + 1)
         except Exception as exc:  # brotli.error, whatever the binding calls it
             raise self._refuse(f"corrupt brotli data ({exc or 'the decoder refused it'})") from None
-        if len(out) != uncompressed or not finished:
-            got = f"more than {uncompressed}" if len(out) > uncompressed else str(len(out))
+        if len(out) > uncompressed:
+            raise self._refuse(
+                f"claims {uncompressed} bytes uncompressed, its brotli data gives more than"
+                f" {uncompressed}"
+            )
+        if len(out) < uncompressed or not finished:
             state = "" if finished else " (the brotli stream does not end)"
             raise self._refuse(
-                f"claims {uncompressed} bytes uncompressed, its brotli data gives {got}{state}"
+                f"claims {uncompressed} bytes uncompressed, its brotli data gives"
+                f" {len(out)}{state}"
             )
         return out
 
