@@ -108,8 +108,7 @@ def _data(raw: bytes) -> str:
 
 def header_text(records: CpuidRecords, xcr0: int, *, faulting: bool = False) -> str:
     raw = b"".join(
-        b"".join(v.to_bytes(4, "little") for v in (leaf, sub, *regs))
-        for leaf, sub, regs in records
+        b"".join(v.to_bytes(4, "little") for v in (leaf, sub, *regs)) for leaf, sub, regs in records
     )
     return (
         f"(uuid = {_data(bytes(range(16)))}, bindToCpu = -1, syscallbufProtocolVersion = 0,"
@@ -147,7 +146,7 @@ def frame_text(frame: FrameSpec) -> str:
 
 
 SIGNAL_EVENT = (
-    "signal = (siginfoArch = x8664, siginfo = 0x\"0b000000\", deterministic = false,"
+    'signal = (siginfoArch = x8664, siginfo = 0x"0b000000", deterministic = false,'
     " disposition = userHandler)"
 )
 EXECVE_EVENT = "syscall = (arch = x8664, number = 59, state = exiting)"
@@ -218,8 +217,13 @@ def write_trace(
     return Trace(dest, frames, packed)
 
 
-def relocate(image: bytes, src: dict[int, tuple[int, int]], dst: dict[int, tuple[int, int]],
-             dst_xcr0: int, dst_size: int) -> bytes:
+def relocate(
+    image: bytes,
+    src: dict[int, tuple[int, int]],
+    dst: dict[int, tuple[int, int]],
+    dst_xcr0: int,
+    dst_size: int,
+) -> bytes:
     """A standard-format image moved to another machine's offsets, as that machine's
     kernel would have saved the same state: components of both XCR0s move, others are
     dropped, XSTATE_BV is cut to the new XCR0 and byte 464 holds it. Written here, from
@@ -261,10 +265,35 @@ CRIU_FIELDS = {
     7: ("hi16_zmm", 8),
     9: ("pkru", 4),
 }
-_GPREGS = (
-    "r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss"
-    " fs_base gs_base ds es fs gs"
-).split()
+_GPREGS = [
+    "r15",
+    "r14",
+    "r13",
+    "r12",
+    "bp",
+    "bx",
+    "r11",
+    "r10",
+    "r9",
+    "r8",
+    "ax",
+    "cx",
+    "dx",
+    "si",
+    "di",
+    "orig_ax",
+    "ip",
+    "cs",
+    "flags",
+    "sp",
+    "ss",
+    "fs_base",
+    "gs_base",
+    "ds",
+    "es",
+    "fs",
+    "gs",
+]
 
 
 def criu_core_json(image: bytes, offsets: dict[int, tuple[int, int]], xcr0: int) -> dict:
@@ -293,7 +322,7 @@ def criu_core_json(image: bytes, offsets: dict[int, tuple[int, int]], xcr0: int)
         length, offset = offsets[component]
         xsave[name] = _words(image[offset : offset + length], size)
     fpregs["xsave"] = xsave
-    gpregs: dict[str, object] = {name: "0x0" for name in _GPREGS}
+    gpregs: dict[str, object] = dict.fromkeys(_GPREGS, "0x0")
     gpregs["mode"] = "NATIVE"
     return {
         "mtype": "X86_64",
@@ -330,22 +359,35 @@ def write_criu_dir(
     (xsave_size, xsave_size_max) is given; xfeatures_mask as compel computes it."""
     dest.mkdir(parents=True, exist_ok=True)
     for tid, image in threads.items():
-        crit_encode({"magic": "CORE", "entries": [criu_core_json(image, offsets, xcr0)]},
-                    dest / f"core-{tid}.img")
+        crit_encode(
+            {"magic": "CORE", "entries": [criu_core_json(image, offsets, xcr0)]},
+            dest / f"core-{tid}.img",
+        )
     tids = sorted(threads)
     crit_encode(
-        {"magic": "PSTREE",
-         "entries": [{"pid": tids[0], "ppid": 0, "pgid": tids[0], "sid": tids[0],
-                      "threads": tids}]},
+        {
+            "magic": "PSTREE",
+            "entries": [
+                {"pid": tids[0], "ppid": 0, "pgid": tids[0], "sid": tids[0], "threads": tids}
+            ],
+        },
         dest / "pstree.img",
     )
     if sizes is not None:
         mask = xcr0 & 0x2FF & ~0x10A  # compel: XFEATURE_MASK_USER, ~(PT | XFEATURE_HDC)
-        entry = {"vendor_id": vendor, "cpu_family": 6, "model": 143, "stepping": 8,
-                 "capability_ver": 2, "capability": [0] * 8, "model_id": "test CPU",
-                 "xfeatures_mask": mask, "xsave_size": sizes[0], "xsave_size_max": sizes[1]}
-        crit_encode({"magic": "CPUINFO", "entries": [{"x86_entry": [entry]}]},
-                    dest / "cpuinfo.img")
+        entry = {
+            "vendor_id": vendor,
+            "cpu_family": 6,
+            "model": 143,
+            "stepping": 8,
+            "capability_ver": 2,
+            "capability": [0] * 8,
+            "model_id": "test CPU",
+            "xfeatures_mask": mask,
+            "xsave_size": sizes[0],
+            "xsave_size_max": sizes[1],
+        }
+        crit_encode({"magic": "CPUINFO", "entries": [{"x86_entry": [entry]}]}, dest / "cpuinfo.img")
     return dest
 
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import make_rr_trace as mk
+import pytest
 from coremaker import (
     NT_PRSTATUS,
     NT_X86_XSAVE_LAYOUT,
@@ -104,7 +103,9 @@ def core_state(made: MadeCore) -> CoreState:
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory, make_kernel_core: Callable[..., MadeCore]) -> CoreState:
+def state(
+    tmp_path_factory: pytest.TempPathFactory, make_kernel_core: Callable[..., MadeCore]
+) -> CoreState:
     made = make_kernel_core(tmp_path_factory.mktemp("rr-core"), 0x5EED, 3)
     return core_state(made)
 
@@ -163,7 +164,9 @@ def test_frames_hold_the_core_images(host_trace: mk.Trace, state: CoreState) -> 
     assert header.version == 85
     assert header.xcr0 == state.xcr0
     assert header.xcr0_source == "Header.x86.xcr0"
-    assert header.leaf_0d() == {s: r for s, r in mk.leaf_0d(mk.host_cpuid_records()).items() if any(r)}
+    assert header.leaf_0d() == {
+        s: r for s, r in mk.leaf_0d(mk.host_cpuid_records()).items() if any(r)
+    }
     frames = list(iter_frames(str(host_trace.path / "events"), xsave_size=header.xsave_size))
     assert [f.index for f in frames] == list(range(len(host_trace.frames)))
     assert [(f.tid, f.xsave) for f in frames] == [(s.tid, s.xsave) for s in host_trace.frames]
@@ -184,7 +187,9 @@ def test_header_xcr0_zero_means_cpuid_edx_eax(tmp_path: Path) -> None:
 
 
 # --- decode, extract, diff, validate ------------------------------------------------------------
-def test_decode_trace_equals_decoding_the_raw_images(host_trace: mk.Trace, state: CoreState, tmp_path: Path) -> None:
+def test_decode_trace_equals_decoding_the_raw_images(
+    host_trace: mk.Trace, state: CoreState, tmp_path: Path
+) -> None:
     out = decode_json(str(host_trace.path))
     assert out["kind"] == "rr-trace"
     assert out["details"]["trace_version"] == "rr trace version 85"
@@ -209,7 +214,9 @@ def test_decode_trace_equals_the_programs_registers(host_trace: mk.Trace, state:
         assert not bad, bad[:20]
 
 
-def test_decode_trace_equals_gdb_on_the_core(host_trace: mk.Trace, state: CoreState, gdb_available: tuple[int, int]) -> None:
+def test_decode_trace_equals_gdb_on_the_core(
+    host_trace: mk.Trace, state: CoreState, gdb_available: tuple[int, int]
+) -> None:
     from gdb_oracle import gdb_view
 
     view = gdb_view(state.made.program, state.made.core)
@@ -224,7 +231,9 @@ def test_decode_trace_equals_gdb_on_the_core(host_trace: mk.Trace, state: CoreSt
     assert compared > 100
 
 
-def test_trace_at_event_selects_one_frame(host_trace: mk.Trace, state: CoreState, tmp_path: Path) -> None:
+def test_trace_at_event_selects_one_frame(
+    host_trace: mk.Trace, state: CoreState, tmp_path: Path
+) -> None:
     index = next(i for i, f in enumerate(host_trace.frames) if f.xsave is not None and i > 2)
     out = decode_json(f"{host_trace.path}@{index}")
     (thread,) = out["threads"]
@@ -235,7 +244,10 @@ def test_trace_at_event_selects_one_frame(host_trace: mk.Trace, state: CoreState
     assert result.returncode == 0, result.stderr
     assert extracted.read_bytes() == host_trace.frames[index].xsave
     message = one_line_error(run("decode", f"{host_trace.path}@0"))
-    assert message == f"{host_trace.path}@0: frame 0 of the events file carries no XSAVE data (or does not exist)"
+    assert (
+        message
+        == f"{host_trace.path}@0: frame 0 of the events file carries no XSAVE data (or does not exist)"
+    )
 
 
 def test_diff_trace_core_is_same(host_trace: mk.Trace, state: CoreState) -> None:
@@ -244,7 +256,7 @@ def test_diff_trace_core_is_same(host_trace: mk.Trace, state: CoreState) -> None
     data = json.loads(result.stdout)
     assert data["same"] is True
     assert data["a"]["kind"] == "rr-trace"
-    assert [p["a"]["event"] for p in data["pairs"]] == [t for t in range(1, 2 * len(state.xstate), 2)]
+    assert [p["a"]["event"] for p in data["pairs"]] == list(range(1, 2 * len(state.xstate), 2))
 
 
 def test_validate_trace_accepts_kernel_images(host_trace: mk.Trace) -> None:
@@ -336,7 +348,7 @@ def test_a_block_claiming_4_gib_is_refused_in_bounded_memory(trace_copy: Path) -
 def test_a_lying_uncompressed_length(trace_copy: Path) -> None:
     events = trace_copy / "events"
     data = bytearray(events.read_bytes())
-    compressed, uncompressed = first_block(bytes(data))
+    _compressed, uncompressed = first_block(bytes(data))
     data[4:8] = (uncompressed - 1).to_bytes(4, "little")
     events.write_bytes(bytes(data))
     message = one_line_error(run("decode", str(trace_copy), limit_mib=1024))
@@ -374,10 +386,14 @@ def test_a_frame_cut_off_by_the_end_of_the_file(tmp_path: Path, state: CoreState
     packed = trace.packed_events[: len(trace.packed_events) - 100]
     (trace.path / "events").write_bytes(mk.brotli_blocks(packed, 1 << 20))
     message = one_line_error(run("decode", str(trace.path)))
-    assert message.startswith(f"{trace.path / 'events'}: frame 5: truncated: the packed data ends inside")
+    assert message.startswith(
+        f"{trace.path / 'events'}: frame 5: truncated: the packed data ends inside"
+    )
 
 
-def test_a_frame_whose_xsave_is_shorter_than_the_header_says(tmp_path: Path, state: CoreState) -> None:
+def test_a_frame_whose_xsave_is_shorter_than_the_header_says(
+    tmp_path: Path, state: CoreState
+) -> None:
     tools()
     tid, image = next(iter(state.xstate.items()))
     frames = [mk.FrameSpec(tid), mk.FrameSpec(tid, image[:-64], mk.SIGNAL_EVENT)]

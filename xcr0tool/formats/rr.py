@@ -283,8 +283,7 @@ class _Blocks:
         if len(out) < uncompressed or not finished:
             state = "" if finished else " (the brotli stream does not end)"
             raise self._refuse(
-                f"claims {uncompressed} bytes uncompressed, its brotli data gives"
-                f" {len(out)}{state}"
+                f"claims {uncompressed} bytes uncompressed, its brotli data gives {len(out)}{state}"
             )
         return out
 
