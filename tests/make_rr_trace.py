@@ -25,6 +25,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from coremaker import MadeCore
 
 REPO = Path(__file__).resolve().parent.parent
 NO_SUBLEAF = 0xFFFFFFFF
@@ -248,6 +252,43 @@ def offsets_from_leaf(table: dict[int, tuple[int, int, int, int]]) -> dict[int, 
         for sub, regs in table.items()
         if sub >= 2 and regs[0] and not regs[2] & 1
     }
+
+
+# Real cores' state --------------------------------------------------------------------------
+@dataclass
+class CoreState:
+    made: MadeCore
+    xstate: dict[int, bytes]  # tid -> NT_X86_XSTATE
+    offsets: dict[int, tuple[int, int]]  # component -> (size, offset), the core's own layout
+
+    @property
+    def xcr0(self) -> int:
+        return int.from_bytes(next(iter(self.xstate.values()))[464:472], "little")
+
+
+def core_state(made: MadeCore) -> CoreState:
+    """Each thread's NT_X86_XSTATE and the core's layout, read without xcr0tool."""
+    from coremaker import (
+        NT_PRSTATUS,
+        NT_X86_XSAVE_LAYOUT,
+        NT_X86_XSTATE,
+        read_notes,
+        xsave_layout_records,
+    )
+
+    xstate: dict[int, bytes] = {}
+    tid = None
+    layout = None
+    for note in read_notes(made.core):
+        if note.name == "CORE" and note.type == NT_PRSTATUS:
+            tid = int.from_bytes(note.desc[32:36], "little")
+        elif note.name == "LINUX" and note.type == NT_X86_XSTATE and tid is not None:
+            xstate[tid] = note.desc
+        elif note.name == "LINUX" and note.type == NT_X86_XSAVE_LAYOUT:
+            layout = xsave_layout_records(note.desc)
+    if layout is None:  # kernels before 6.12: this machine's CPUID is the writer's
+        layout = offsets_from_leaf(leaf_0d(host_cpuid_records()))
+    return CoreState(made, xstate, layout)
 
 
 # CRIU ----------------------------------------------------------------------------------------

@@ -15,20 +15,12 @@ import resource
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import make_rr_trace as mk
 import pytest
-from coremaker import (
-    NT_PRSTATUS,
-    NT_X86_XSAVE_LAYOUT,
-    NT_X86_XSTATE,
-    MadeCore,
-    read_notes,
-    xsave_layout_records,
-)
+from coremaker import MadeCore
 
 REPO = Path(__file__).resolve().parent.parent
 CPUID_CORPUS = Path(os.environ.get("XCR0TOOL_CPUID_CORPUS", REPO.parent / "shared" / "cpuid"))
@@ -75,42 +67,15 @@ def tools() -> None:
         pytest.skip(str(exc))
 
 
-@dataclass
-class CoreState:
-    made: MadeCore
-    xstate: dict[int, bytes]  # tid -> NT_X86_XSTATE
-    offsets: dict[int, tuple[int, int]]  # component -> (size, offset), the core's own layout
-
-    @property
-    def xcr0(self) -> int:
-        return int.from_bytes(next(iter(self.xstate.values()))[464:472], "little")
-
-
-def core_state(made: MadeCore) -> CoreState:
-    xstate: dict[int, bytes] = {}
-    tid = None
-    layout = None
-    for note in read_notes(made.core):
-        if note.name == "CORE" and note.type == NT_PRSTATUS:
-            tid = int.from_bytes(note.desc[32:36], "little")
-        elif note.name == "LINUX" and note.type == NT_X86_XSTATE and tid is not None:
-            xstate[tid] = note.desc
-        elif note.name == "LINUX" and note.type == NT_X86_XSAVE_LAYOUT:
-            layout = xsave_layout_records(note.desc)
-    if layout is None:  # kernels before 6.12: this machine's CPUID is the writer's
-        layout = mk.offsets_from_leaf(mk.leaf_0d(mk.host_cpuid_records()))
-    return CoreState(made, xstate, layout)
-
-
 @pytest.fixture(scope="module")
 def state(
     tmp_path_factory: pytest.TempPathFactory, make_kernel_core: Callable[..., MadeCore]
-) -> CoreState:
+) -> mk.CoreState:
     made = make_kernel_core(tmp_path_factory.mktemp("rr-core"), 0x5EED, 3)
-    return core_state(made)
+    return mk.core_state(made)
 
 
-def frames_for(state: CoreState, images: dict[int, bytes] | None = None) -> list[mk.FrameSpec]:
+def frames_for(state: mk.CoreState, images: dict[int, bytes] | None = None) -> list[mk.FrameSpec]:
     """For each thread: a syscall frame without XSAVE (with enough memory writes to spill
     past its first segment), then a signal frame with the thread's image."""
     frames = []
@@ -121,7 +86,7 @@ def frames_for(state: CoreState, images: dict[int, bytes] | None = None) -> list
 
 
 @pytest.fixture(scope="module")
-def host_trace(tmp_path_factory: pytest.TempPathFactory, state: CoreState) -> mk.Trace:
+def host_trace(tmp_path_factory: pytest.TempPathFactory, state: mk.CoreState) -> mk.Trace:
     tools()
     records = mk.host_cpuid_records()
     return mk.write_trace(
@@ -156,7 +121,7 @@ def test_the_trace_has_several_blocks_and_multi_segment_frames(host_trace: mk.Tr
     assert min(counts) > 1
 
 
-def test_frames_hold_the_core_images(host_trace: mk.Trace, state: CoreState) -> None:
+def test_frames_hold_the_core_images(host_trace: mk.Trace, state: mk.CoreState) -> None:
     from xcr0tool.formats.rr import iter_frames
     from xcr0tool.sources.rrtrace import read_trace_header
 
@@ -188,7 +153,7 @@ def test_header_xcr0_zero_means_cpuid_edx_eax(tmp_path: Path) -> None:
 
 # --- decode, extract, diff, validate ------------------------------------------------------------
 def test_decode_trace_equals_decoding_the_raw_images(
-    host_trace: mk.Trace, state: CoreState, tmp_path: Path
+    host_trace: mk.Trace, state: mk.CoreState, tmp_path: Path
 ) -> None:
     out = decode_json(str(host_trace.path))
     assert out["kind"] == "rr-trace"
@@ -205,7 +170,9 @@ def test_decode_trace_equals_decoding_the_raw_images(
         assert thread["xcr0"] == hex(state.xcr0)
 
 
-def test_decode_trace_equals_the_programs_registers(host_trace: mk.Trace, state: CoreState) -> None:
+def test_decode_trace_equals_the_programs_registers(
+    host_trace: mk.Trace, state: mk.CoreState
+) -> None:
     out = decode_json(str(host_trace.path))
     for thread in out["threads"]:
         want = state.made.expected[thread["tid"]]
@@ -215,7 +182,7 @@ def test_decode_trace_equals_the_programs_registers(host_trace: mk.Trace, state:
 
 
 def test_decode_trace_equals_gdb_on_the_core(
-    host_trace: mk.Trace, state: CoreState, gdb_available: tuple[int, int]
+    host_trace: mk.Trace, state: mk.CoreState, gdb_available: tuple[int, int]
 ) -> None:
     from gdb_oracle import gdb_view
 
@@ -232,7 +199,7 @@ def test_decode_trace_equals_gdb_on_the_core(
 
 
 def test_trace_at_event_selects_one_frame(
-    host_trace: mk.Trace, state: CoreState, tmp_path: Path
+    host_trace: mk.Trace, state: mk.CoreState, tmp_path: Path
 ) -> None:
     index = next(i for i, f in enumerate(host_trace.frames) if f.xsave is not None and i > 2)
     out = decode_json(f"{host_trace.path}@{index}")
@@ -250,7 +217,7 @@ def test_trace_at_event_selects_one_frame(
     )
 
 
-def test_diff_trace_core_is_same(host_trace: mk.Trace, state: CoreState) -> None:
+def test_diff_trace_core_is_same(host_trace: mk.Trace, state: mk.CoreState) -> None:
     result = run("diff", "--json", str(host_trace.path), str(state.made.core))
     assert result.returncode == 0, result.stdout[-3000:]
     data = json.loads(result.stdout)
@@ -274,7 +241,7 @@ def test_text_names_frames(host_trace: mk.Trace) -> None:
 
 
 # --- a trace recorded on another vendor's CPU ----------------------------------------------------
-def test_amd_zen4_trace_decodes_with_its_own_offsets(tmp_path: Path, state: CoreState) -> None:
+def test_amd_zen4_trace_decodes_with_its_own_offsets(tmp_path: Path, state: mk.CoreState) -> None:
     tools()
     if not RAPHAEL.exists():
         pytest.skip(f"no CPUID dump at {RAPHAEL}")
@@ -380,7 +347,7 @@ def test_corrupt_brotli(trace_copy: Path) -> None:
     assert "brotli" in message
 
 
-def test_a_frame_cut_off_by_the_end_of_the_file(tmp_path: Path, state: CoreState) -> None:
+def test_a_frame_cut_off_by_the_end_of_the_file(tmp_path: Path, state: mk.CoreState) -> None:
     tools()
     trace = mk.write_trace(tmp_path / "t", mk.host_cpuid_records(), state.xcr0, frames_for(state))
     packed = trace.packed_events[: len(trace.packed_events) - 100]
@@ -392,7 +359,7 @@ def test_a_frame_cut_off_by_the_end_of_the_file(tmp_path: Path, state: CoreState
 
 
 def test_a_frame_whose_xsave_is_shorter_than_the_header_says(
-    tmp_path: Path, state: CoreState
+    tmp_path: Path, state: mk.CoreState
 ) -> None:
     tools()
     tid, image = next(iter(state.xstate.items()))
