@@ -59,6 +59,7 @@ def _expander(tag: int) -> Callable[..., bytes]:
 
 _EXPAND = [_expander(tag) for tag in range(256)]
 _POPCOUNT = bytes(bin(tag).count("1") for tag in range(256))
+_LONGEST = 10 + 255 * WORD  # tag 0xFF: the tag, 8 bytes, a count, 255 words
 
 
 class PackedSource:
@@ -70,7 +71,7 @@ class PackedSource:
         self.buf = data
         self.pos = 0
         self._feed = more
-        self.consumed = 0  # packed bytes taken before buf[0], for messages
+        self._mark: int | None = None
 
     def at_end(self) -> bool:
         while self.pos >= len(self.buf):
@@ -85,29 +86,56 @@ class PackedSource:
         if block is None:
             self._feed = None
             return False
-        self.consumed += self.pos
-        self.buf = self.buf[self.pos :] + block
-        self.pos = 0
+        keep = self.pos if self._mark is None else min(self.pos, self._mark)
+        self.buf = self.buf[keep:] + block
+        self.pos -= keep
+        if self._mark is not None:
+            self._mark -= keep
         return True
 
+    def mark(self) -> None:
+        """Keep the bytes from here on until release(), so that rewind() can return here."""
+        self._mark = self.pos
+
+    def rewind(self) -> None:
+        assert self._mark is not None
+        self.pos = self._mark
+
+    def release(self) -> None:
+        self._mark = None
+
+    def _ensure(self, pos: int) -> None:
+        """Refill until a whole item (at most _LONGEST bytes) follows pos, or the feed ends."""
+        self.pos = pos
+        while len(self.buf) - self.pos < _LONGEST and self._refill():
+            pass
+
     def unpack(self, words: int, out: bytearray | None) -> None:
-        """Unpack `words` words onto `out` (or skip them when out is None)."""
-        buf, pos, end = self.buf, self.pos, len(self.buf)
+        """Unpack `words` words onto `out` (or skip them when out is None).
+
+        The loop checks bounds only near the end of the buffer: anywhere else a whole
+        item (at most _LONGEST bytes) is known to be there."""
+        buf, pos = self.buf, self.pos
+        limit = len(buf) - _LONGEST
         done = 0
-        expand, popcount = _EXPAND, _POPCOUNT
+        popcount = _POPCOUNT
+        expand = _EXPAND
         while done < words:
-            # The longest item is 0xFF: tag, 8 bytes, count, 255 words.
-            if end - pos < 2058:
-                self.pos = pos
-                while len(self.buf) - self.pos < 2058 and self._refill():
-                    pass
-                buf, pos, end = self.buf, self.pos, len(self.buf)
-                if pos >= end:
-                    raise CapnpError("truncated: the packed data ends inside the message")
+            if pos > limit:
+                self._ensure(pos)
+                buf, pos = self.buf, self.pos
+                limit = len(buf) - _LONGEST
+                if pos > limit:  # the feed is done: this item may be cut short
+                    pos, done = self._checked_item(pos, done, words, out)
+                    continue
             tag = buf[pos]
-            if tag == 0:
-                if pos + 2 > end:
-                    raise CapnpError("truncated: the packed data ends inside a run of zero words")
+            if 0 < tag < 255:
+                stop = pos + 1 + popcount[tag]
+                if out is not None:
+                    out += expand[tag](*buf[pos + 1 : stop])
+                pos = stop
+                done += 1
+            elif tag == 0:
                 count = 1 + buf[pos + 1]
                 if done + count > words:
                     raise CapnpError("a run of zero words crosses the end of a segment")
@@ -115,13 +143,9 @@ class PackedSource:
                     out += _ZERO_WORD * count
                 pos += 2
                 done += count
-            elif tag == 0xFF:
-                if pos + 10 > end:
-                    raise CapnpError("truncated: the packed data ends inside a word")
+            else:
                 count = buf[pos + 9]
                 stop = pos + 10 + WORD * count
-                if stop > end:
-                    raise CapnpError("truncated: the packed data ends inside a run of words")
                 if done + 1 + count > words:
                     raise CapnpError("a run of unpacked words crosses the end of a segment")
                 if out is not None:
@@ -129,15 +153,44 @@ class PackedSource:
                     out += buf[pos + 10 : stop]
                 pos = stop
                 done += 1 + count
-            else:
-                stop = pos + 1 + popcount[tag]
-                if stop > end:
-                    raise CapnpError("truncated: the packed data ends inside a word")
-                if out is not None:
-                    out += expand[tag](*buf[pos + 1 : stop])
-                pos = stop
-                done += 1
         self.pos = pos
+
+    def _checked_item(
+        self, pos: int, done: int, words: int, out: bytearray | None
+    ) -> tuple[int, int]:
+        """One item at the end of the data, every length checked."""
+        buf, end = self.buf, len(self.buf)
+        if pos >= end:
+            raise CapnpError("truncated: the packed data ends inside the message")
+        tag = buf[pos]
+        if tag == 0:
+            if pos + 2 > end:
+                raise CapnpError("truncated: the packed data ends inside a run of zero words")
+            count = 1 + buf[pos + 1]
+            if done + count > words:
+                raise CapnpError("a run of zero words crosses the end of a segment")
+            if out is not None:
+                out += _ZERO_WORD * count
+            return pos + 2, done + count
+        if tag == 0xFF:
+            if pos + 10 > end:
+                raise CapnpError("truncated: the packed data ends inside a word")
+            count = buf[pos + 9]
+            stop = pos + 10 + WORD * count
+            if stop > end:
+                raise CapnpError("truncated: the packed data ends inside a run of words")
+            if done + 1 + count > words:
+                raise CapnpError("a run of unpacked words crosses the end of a segment")
+            if out is not None:
+                out += buf[pos + 1 : pos + 9]
+                out += buf[pos + 10 : stop]
+            return stop, done + 1 + count
+        stop = pos + 1 + _POPCOUNT[tag]
+        if stop > end:
+            raise CapnpError("truncated: the packed data ends inside a word")
+        if out is not None:
+            out += _EXPAND[tag](*buf[pos + 1 : stop])
+        return stop, done + 1
 
 
 def read_segment_table(source: PackedSource) -> list[int]:

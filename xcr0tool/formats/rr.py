@@ -72,6 +72,7 @@ _FRAME_EVENT_TAG = 6
 _FRAME_SYSCALL_NUMBER = 28  # event.syscall.number, bits [224, 256)
 _FRAME_EXTRA_REGISTERS_PTR = 2
 _EXTRA_REGISTERS_RAW_PTR = 0
+_ROOT_WORDS = 1 + 7 + 5  # the root pointer, then Frame's 7 data words and 5 pointers
 
 # Frame.event union tags, in the schema's order of declaration
 EVENT_NAMES = (
@@ -329,20 +330,34 @@ def iter_frames(
 
 
 def _read_frame(source: PackedSource, index: int) -> RrFrame:
-    """One packed Frame. Segment 0 is unpacked and looked at first: most frames carry no
-    extra registers, and their other segments (memWrites lists) are skipped unread."""
+    """One packed Frame. Its root struct is looked at first: most frames carry no extra
+    registers, and the rest of them (memWrites lists) is skipped, never unpacked."""
     sizes = read_segment_table(source)
-    first = bytearray()
-    source.unpack(sizes[0], first)
-    root_pointer = int.from_bytes(first[:8], "little")
-    if root_pointer & 3 == 0:  # a struct in segment 0, as capnp's builder puts it
-        root = Message([bytes(first)]).root()
-        if not root.has_pointer(_FRAME_EXTRA_REGISTERS_PTR):
-            for size in sizes[1:]:
-                source.unpack(size, None)
-            return _frame(index, root, None)
-    segments = [bytes(first)]
-    for size in sizes[1:]:
+    source.mark()
+    try:
+        head = bytearray()
+        peek = min(sizes[0], _ROOT_WORDS)
+        source.unpack(peek, head)
+        root_pointer = int.from_bytes(head[:8], "little")
+        struct_words = (root_pointer >> 32 & 0xFFFF) + (root_pointer >> 48)
+        # A struct right after the root pointer, as capnp's builder places it, and within
+        # the words looked at (else: the whole message, the slow way)
+        if (
+            root_pointer & 3 == 0
+            and root_pointer >> 2 & ((1 << 30) - 1) == 0
+            and (1 + struct_words <= peek)
+        ):
+            root = Message([bytes(head)]).root()
+            if not root.has_pointer(_FRAME_EXTRA_REGISTERS_PTR):
+                source.unpack(sizes[0] - peek, None)
+                for size in sizes[1:]:
+                    source.unpack(size, None)
+                return _frame(index, root, None)
+        source.rewind()
+    finally:
+        source.release()
+    segments = []
+    for size in sizes:
         out = bytearray()
         source.unpack(size, out)
         segments.append(bytes(out))
