@@ -34,6 +34,7 @@ class Component:
     size: int  # architectural size; CPUID may say otherwise (arch LBR depth)
     aligned: bool  # 64-byte aligned in the compacted format, as CPUID reports on real CPUs
     fields: tuple[Field, ...] = ()
+    fixed_size: bool = True  # False where CPUID may report another size (arch LBR depth)
 
     @property
     def bit(self) -> int:
@@ -138,6 +139,7 @@ CATALOGUE: tuple[Component, ...] = (
             "ler_info",
             *(f"lbr_{part}{n}" for n in range(32) for part in ("from", "to", "info")),
         ),
+        fixed_size=False,
     ),
     Component(
         16, "hwp", "Hardware P-states (HWP)", True, 8, False, (Field("ia32_hwp_request", 0, 8),)
