@@ -218,3 +218,24 @@ def test_a_field_with_the_wrong_count(tmp_path: Path, state: mk.CoreState) -> No
         message
         == f"{tmp_path / f'core-{tid}.img'}: xsave.ymmh_space has 3 values, CRIU writes 64 (256 bytes)"
     )
+
+
+def test_one_core_image_through_validate_and_a_pipe(criu_dir: Path, state: mk.CoreState) -> None:
+    core = criu_dir / f"core-{next(iter(state.xstate))}.img"
+    result = run("validate", "--json", str(core))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    (image,) = json.loads(result.stdout)["images"]
+    assert image["origin"] == str(core) and image["accepted"]
+    import subprocess
+    import sys
+
+    piped = subprocess.run(
+        [sys.executable, "-m", "xcr0tool", "decode", "-"],
+        input=core.read_bytes(),
+        capture_output=True,
+        check=False,
+    )
+    assert piped.returncode == 2
+    assert piped.stderr.decode() == (
+        "xcr0tool: <stdin>: a CRIU image: pass its file or directory, not a pipe\n"
+    )

@@ -194,6 +194,8 @@ def _raw(
 ) -> SourceResult:
     if data[:4] == ELF_MAGIC:
         raise InputError(name, "an ELF file: pass it as a file, not through a pipe")
+    if is_container(data):
+        raise InputError(name, "a CRIU image: pass its file or directory, not a pipe")
     host = _host_fallback() if host_fallback and xcr0 is None and len(data) > 576 else None
     image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host=host)
     return SourceResult(name, "raw", [image], image.layout)
