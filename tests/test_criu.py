@@ -239,3 +239,10 @@ def test_one_core_image_through_validate_and_a_pipe(criu_dir: Path, state: mk.Co
     assert piped.stderr.decode() == (
         "xcr0tool: <stdin>: a CRIU image: pass its file or directory, not a pipe\n"
     )
+
+
+def test_the_magic_open_source_looks_for_is_criu_s() -> None:
+    from xcr0tool.formats.criu import IMG_COMMON_MAGIC
+    from xcr0tool.sources.open import CRIU_HEAD
+
+    assert IMG_COMMON_MAGIC.to_bytes(4, "little") == CRIU_HEAD

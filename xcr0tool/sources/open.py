@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from xcr0tool.sources.elfcore import CoreFile
 
 ELF_MAGIC = b"\x7fELF"
+CRIU_HEAD = (0x54564319).to_bytes(4, "little")  # IMG_COMMON_MAGIC (formats/criu.py)
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
 
 
@@ -149,10 +150,9 @@ def read_input_file(path: str) -> bytes | None:
 
 def is_container(data: bytes) -> bool:
     """Bytes of a file that open_source reads as something other than a raw image (a CRIU
-    image); ELF cores are told apart by read_input_file."""
-    from xcr0tool.sources.criu import is_criu_image
-
-    return is_criu_image(data)
+    image); ELF cores are told apart by read_input_file. The magic is compared here, not
+    through sources.criu, so that a raw image's decode imports nothing of CRIU's."""
+    return data[:4] == CRIU_HEAD
 
 
 def _directory(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
