@@ -215,8 +215,11 @@ def test_supervisor_has_no_standard_offset() -> None:
     [
         ("[]", 'expected {"components": [...]}'),
         ('{"components": [{"id": 2}]}', "component 0 needs integer 'id' and 'size'"),
-        ('{"components": [{"id": 70, "size": 8}]}', "component 0: id 70, size 8"),
-        ('{"components": [], "xcr0_capable": "lots"}', "xcr0_capable 'lots' is not a number"),
+        (
+            '{"components": [{"id": 70, "size": 8}]}',
+            "component 0: component 70 is not an extended state component (2-62)",
+        ),
+        ('{"components": [], "xcr0_capable": "lots"}', "xcr0_capable 'lots' is not a 64-bit mask"),
     ],
 )
 def test_bad_layout_files(tmp_path: Path, content: str, problem: str) -> None:

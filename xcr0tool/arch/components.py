@@ -50,6 +50,7 @@ class Component:
     # Its fields are pieces of wider vector registers (ymm, zmm), which registers.py
     # assembles with the XMM registers, rather than registers of their own.
     vector_piece: bool = False
+    fixed_size: bool = True  # False where CPUID may report another size (arch LBR depth)
 
     @property
     def bit(self) -> int:
@@ -188,6 +189,7 @@ CATALOGUE: tuple[Component, ...] = (
             "ler_info",
             *(f"lbr_{part}{n}" for n in range(32) for part in ("from", "to", "info")),
         ),
+        fixed_size=False,
     ),
     Component(
         16, "hwp", "Hardware P-states (HWP)", True, 8, False, (Field("ia32_hwp_request", 0, 8),)

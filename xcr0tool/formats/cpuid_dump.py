@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from xcr0tool.arch.components import BY_NAME, CATALOGUE
 from xcr0tool.errors import LayoutError
 from xcr0tool.model.layout import Leaf0D
 
@@ -70,7 +71,7 @@ def parse_cpuid_dump(text: str, source: str) -> dict[int, tuple[int, int, int, i
                 subleaf = int(match.group(5), 16)
             elif not leaves:
                 subleaf = 0
-            elif regs == leaves[0]:
+            elif regs == leaves.get(0):
                 break  # the next logical CPU begins
             else:
                 found = _KNOWN_PAIRS.get((regs[0], regs[1]))
@@ -90,8 +91,53 @@ def parse_cpuid_dump(text: str, source: str) -> dict[int, tuple[int, int, int, i
     return leaves
 
 
+Regs = tuple[int, int, int, int]
+
+_YMM, _PKRU = BY_NAME["ymm"].id, BY_NAME["pkru"].id
+_BNDREGS, _BNDCSR = BY_NAME["bndregs"].id, BY_NAME["bndcsr"].id
+# component -> (its MPX partner, its offset from the partner's)
+_MPX = {_BNDREGS: (_BNDCSR, -64), _BNDCSR: (_BNDREGS, 64)}
+_USER_ABOVE_PKRU = sum(c.bit for c in CATALOGUE if not c.supervisor and c.id > _PKRU)
+
+
 def missing_subleaves(leaves: Leaf0D) -> list[int]:
-    """User components that sub-leaf 0 says exist but that the dump does not describe."""
+    """User components that sub-leaf 0 says exist but that the dump does not describe
+    (absent, or all zero as some old AIDA64 dumps print them)."""
     eax, _ebx, _ecx, edx = leaves[0]
     capable = eax | edx << 32
-    return [i for i in range(2, 64) if capable >> i & 1 and i not in leaves]
+    return [i for i in range(2, 64) if capable >> i & 1 and not leaves.get(i, (0,))[0]]
+
+
+def complete_leaf_0d(leaves: Leaf0D, source: str) -> tuple[dict[int, Regs], list[str]]:
+    """The dump's sub-leaves with those it lacks but the architecture fixes filled in, and
+    a phrase for each one inferred; LayoutError naming a missing sub-leaf that cannot be.
+
+    What is fixed (SDM vol. 1 §13.4 and the CPUID sub-leaves of every CPU with the
+    feature): AVX's YMM_Hi128 is 256 bytes at 576; MPX's BNDREGS and BNDCSR are 64 bytes
+    each, BNDCSR right after BNDREGS; PKRU is 8 bytes and, when it is the highest user
+    component, ends where sub-leaf 0 ECX (the size for every capable feature) does.
+    """
+    complete: dict[int, Regs] = dict(leaves)
+    inferred = []
+    capable = leaves[0][0] | leaves[0][3] << 32
+    for i in missing_subleaves(leaves):
+        regs: Regs | None = None
+        if i == _YMM:
+            regs = (256, 576, 0, 0)
+            why = "256 bytes at 576, as for every CPU"
+        elif i in _MPX and complete.get(_MPX[i][0], (0,))[0]:
+            other = complete[_MPX[i][0]]
+            regs = (64, other[1] + _MPX[i][1], 0, 0)
+            why = f"64 bytes beside sub-leaf {_MPX[i][0]}"
+        elif i == _PKRU and capable & _USER_ABOVE_PKRU == 0:
+            regs = (8, leaves[0][2] - 8, 0, 0)
+            why = f"8 bytes ending at sub-leaf 0 ECX ({leaves[0][2]})"
+        if regs is None:
+            raise LayoutError(
+                source,
+                f"sub-leaf 0 says component {i} exists, but the dump lacks"
+                f" sub-leaf {i} ({i:#x}) and its place cannot be inferred",
+            )
+        complete[i] = regs
+        inferred.append(f"sub-leaf {i} inferred: {why}")
+    return complete, inferred

@@ -8,12 +8,12 @@ import os
 
 from xcr0tool.errors import InputError, LayoutError, XcrError
 from xcr0tool.files.input import read_limited
-from xcr0tool.formats.cpuid_dump import missing_subleaves, parse_cpuid_dump
+from xcr0tool.formats.cpuid_dump import complete_leaf_0d, parse_cpuid_dump
 from xcr0tool.model.layout import Layout, layout_from_cpuid, layout_from_json
 
-# The largest layout file read: a JSON layout is a few KiB, and an AIDA64 dump of a
-# many-socket server lists every logical CPU in a few MiB.
-LAYOUT_FILE_LIMIT = 16 << 20
+# The largest layout file read: a JSON layout is a few KiB, and an AIDA64 dump lists
+# every logical CPU (tens of KiB for a desktop, a few hundred for a big server).
+LAYOUT_FILE_LIMIT = 4 << 20
 
 
 def resolve_layout_option(value: str | None) -> Layout | None:
@@ -39,19 +39,16 @@ def load_layout_file(path: str) -> Layout:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"not valid JSON: {exc}") from None
+        except ValueError as exc:  # an integer beyond Python's digit limit
+            raise InputError(path, f"not a layout file: {exc}") from None
+        except RecursionError:
+            raise InputError(path, "not a layout file: JSON nested too deeply") from None
         return layout_from_json(data, f"layout file {path}")
+    source = f"CPUID dump {path}"
     try:
-        leaves = parse_cpuid_dump(text, path)
+        leaves, inferred = complete_leaf_0d(parse_cpuid_dump(text, path), path)
+        if inferred:
+            source += f" ({'; '.join(inferred)})"
+        return layout_from_cpuid(leaves, source)
     except LayoutError as exc:
         raise InputError(path, exc.problem) from None
-    layout = layout_from_cpuid(leaves, f"CPUID dump {path}")
-    missing = missing_subleaves(leaves)
-    if missing:
-        return Layout(
-            source=layout.source,
-            components=layout.components,
-            xcr0_capable=layout.xcr0_capable,
-            xss_capable=layout.xss_capable,
-            notes=(f"the dump lacks sub-leaves {', '.join(map(str, missing))}",),
-        )
-    return layout

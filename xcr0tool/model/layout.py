@@ -37,6 +37,12 @@ from xcr0tool.errors import LayoutError
 Leaf0D = Mapping[int, tuple[int, int, int, int]]  # sub-leaf -> (eax, ebx, ecx, edx)
 
 LEGACY_BITS = LEGACY_MASK
+# Bounds on what a layout may claim, whatever its source (a file, a dump, a core's note):
+# the largest real component is AMX TILEDATA at 8 KiB and the largest real standard area
+# 11008 bytes (Sapphire Rapids), so these are generous and still keep every size and
+# offset computation small.
+MAX_COMPONENT_SIZE = 1 << 16
+MAX_AREA_SIZE = 1 << 20
 _SUPERVISOR_FLAG = 1  # CPUID.(0xD,i).ECX bit 0
 _ALIGNED_FLAG = 2  # ECX bit 1
 _XFD_FLAG = 4  # ECX bit 2
@@ -194,9 +200,37 @@ class Layout:
         return data
 
 
+def entry_flaw(entry: ComponentLayout) -> str | None:
+    """Why no CPU can have this component layout; None if one can. A component is at most
+    MAX_COMPONENT_SIZE bytes, sits after the header and ends inside MAX_AREA_SIZE, and is
+    as large as the architecture fixes it (CPUID.(0xD,i).EAX of every real CPU equals the
+    catalogue's size, but for architectural LBR, whose depth varies)."""
+    if not 2 <= entry.id <= 62:
+        return f"component {entry.id} is not an extended state component (2-62)"
+    known = component(entry.id)
+    label = f"component {entry.id} ({known.name})"
+    if not 0 < entry.size <= MAX_COMPONENT_SIZE:
+        return f"{label}: size {entry.size} is not between 1 and {MAX_COMPONENT_SIZE}"
+    if known.fixed_size and known.size and entry.size != known.size:
+        return f"{label}: size {entry.size}, but the architecture fixes it at {known.size} bytes"
+    offset = entry.standard_offset
+    if offset is not None and not EXTENDED_START <= offset <= MAX_AREA_SIZE - entry.size:
+        return (
+            f"{label}: offset {offset} is outside the extended area"
+            f" ({EXTENDED_START} to {MAX_AREA_SIZE} bytes)"
+        )
+    return None
+
+
 def layout_from_components(
     entries: Iterable[ComponentLayout], source: str, **extra: object
 ) -> Layout:
+    """A layout of these components; LayoutError naming the first one no CPU can have."""
+    entries = list(entries)
+    for entry in entries:
+        flaw = entry_flaw(entry) if is_extended(entry.id) else None
+        if flaw is not None:
+            raise LayoutError(source, flaw)
     return Layout(
         source,
         tuple(e for e in entries if is_extended(e.id)),
@@ -243,33 +277,63 @@ def layout_from_json(data: object, source: str) -> Layout:
         raise refuse('expected {"components": [...]}')
     entries = []
     for index, record in enumerate(data["components"]):
-        try:
-            supervisor = bool(record.get("supervisor", False))
-            offset = record.get("offset")
-            entry = ComponentLayout(
-                id=int(record["id"]),
-                size=int(record["size"]),
-                standard_offset=None if supervisor or offset is None else int(offset),
-                aligned=bool(record.get("aligned", False)),
-                supervisor=supervisor,
-                xfd=bool(record.get("xfd", False)),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise refuse(f"component {index} needs integer 'id' and 'size'") from None
-        if not 0 <= entry.id < 63 or entry.size <= 0:
-            raise refuse(f"component {index}: id {entry.id}, size {entry.size}")
+        if not isinstance(record, dict) or not all(
+            _is_integer(record.get(key)) for key in ("id", "size")
+        ):
+            raise refuse(f"component {index} needs integer 'id' and 'size'")
+        supervisor = bool(record.get("supervisor", False))
+        offset = record.get("offset")
+        if offset is not None and not _is_integer(offset):
+            raise refuse(f"component {index}: offset {offset!r} is not an integer")
+        entry = ComponentLayout(
+            id=record["id"],
+            size=record["size"],
+            standard_offset=None if supervisor else offset,
+            aligned=bool(record.get("aligned", False)),
+            supervisor=supervisor,
+            xfd=bool(record.get("xfd", False)),
+        )
+        if entry.id < 2:
+            if not entry.id >= 0 or (entry.size, entry.standard_offset) != (
+                LEGACY_COMPONENTS[entry.id].size,
+                LEGACY_COMPONENTS[entry.id].standard_offset,
+            ):
+                raise refuse(f"component {index}: id {entry.id}, size {entry.size}")
+            continue
+        flaw = entry_flaw(entry)
+        if flaw is not None:
+            raise refuse(f"component {index}: {flaw}")
         entries.append(entry)
     masks = {}
     for key in ("xcr0_capable", "xss_capable"):
         value = data.get(key)
-        try:
-            masks[key] = None if value is None else int(str(value), 0)
-        except ValueError:
-            raise refuse(f"{key} {value!r} is not a number") from None
+        masks[key] = None if value is None else _mask(value)
+        if value is not None and masks[key] is None:
+            shown = repr(value[:40]) if isinstance(value, str) else type(value).__name__
+            raise refuse(f"{key} {shown} is not a 64-bit mask")
     described = data.get("source")
     if isinstance(described, str) and described:
-        source = f"{source} ({described})"
+        source = f"{source} ({described[:200]})"
     return layout_from_components(entries, source, **masks)
+
+
+def _mask(value: object) -> int | None:
+    """A 64-bit mask as layout files write it ("0x2e7", or a JSON integer); None if not."""
+    if _is_integer(value):
+        number = value
+    elif isinstance(value, str) and len(value) <= 20:
+        try:
+            number = int(value, 0)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if isinstance(number, int) and 0 <= number < 1 << 64 else None
+
+
+def _is_integer(value: object) -> bool:
+    """A JSON integer (not a bool, a float or a string)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def layout_from_note(descriptor: bytes, source: str) -> Layout:

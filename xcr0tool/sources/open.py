@@ -2,12 +2,16 @@
 
     FILE         a raw XSAVE image (standard or compacted), or an ELF core (every thread)
     FILE@TID     one thread of an ELF core
+    TRACE        an rr trace directory: every frame with XSAVE data (TRACE@EVENT: one frame)
+    CRIUDIR      a CRIU image directory (CRIUDIR@TID: one thread), or one core-TID.img
     -            a raw image (or a core) on standard input
     pid:N        every thread of a live process, through ptrace
     self         XSAVE and XSAVEC snapshots of this tool's own thread
 
-Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note,
-then --layout FILE or NAME, then a guess from XCR0 and the image size.
+Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note
+(an rr trace's header CPUID), then --layout FILE or NAME, then a guess from XCR0 and the
+image size. CRIU images carry no layout: --layout, or this machine's when cpuinfo.img's
+sizes are its own (sources/criu.py).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from xcr0tool.sources.elfcore import CoreFile
 
 ELF_MAGIC = b"\x7fELF"
+CRIU_HEAD = (0x54564319).to_bytes(4, "little")  # IMG_COMMON_MAGIC (formats/criu.py)
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
 
 
@@ -44,6 +49,8 @@ class SourceKind(str, Enum):
     ELF_CORE = "elf-core"
     PROCESS = "process"
     SELF = "self"
+    RR_TRACE = "rr-trace"
+    CRIU = "criu-images"
 
     __str__ = str.__str__
 
@@ -96,11 +103,13 @@ class RawInput:
 @dataclass(frozen=True)
 class NamedInput:
     """Any other source, opened by `images_of`: a core (`path`, a file or standard input
-    spooled), a thread of one, a process, `self`."""
+    spooled) or a thread of one, an rr trace or CRIU directory, a CRIU image file, a
+    process, `self`."""
 
     name: str
     path: str
     tid: int | None
+    kind: str = "core"  # core | directory | criu | process | self
 
 
 @contextmanager
@@ -109,7 +118,7 @@ def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
     whole with a bound; anything else by name (a core on standard input is spooled to a
     file, which lasts while the block does)."""
     if name.startswith("pid:") or name == "self":
-        yield NamedInput(name, name, None)
+        yield NamedInput(name, name, None, "process" if name != "self" else "self")
         return
     if name == "-":
         with _stdin_as_file() as (spool, piped):
@@ -120,12 +129,22 @@ def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
                     raise InputError(
                         "<stdin>", "an ELF file: pass it as a file, not through a pipe"
                     )
+                if is_container(piped):
+                    raise InputError(
+                        "<stdin>", "a CRIU image: pass its file or directory, not a pipe"
+                    )
                 yield RawInput("<stdin>", piped)
         return
     path, tid = split_thread(name)
+    if os.path.isdir(path):
+        yield NamedInput(name, path, tid, "directory")
+        return
     raw = read_input_file(path)
     if raw is None:
         yield NamedInput(name, path, tid)
+        return
+    if is_container(raw):
+        yield NamedInput(name, path, tid, "criu")
         return
     if tid is not None:
         raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
@@ -133,11 +152,16 @@ def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
 
 
 def images_of(found: NamedInput, explicit: Layout | None, xcr0: int | None = None) -> SourceResult:
-    """The images of a core, a process or `self`."""
-    if found.name.startswith("pid:"):
+    """The images of a core, a trace or CRIU directory, a CRIU image, a process or
+    `self`."""
+    if found.kind == "process":
         return _process(found.name, explicit, xcr0)
-    if found.name == "self":
+    if found.kind == "self":
         return _self(explicit)
+    if found.kind == "directory":
+        return _directory(found.path, found.name, found.tid, explicit)
+    if found.kind == "criu":
+        return _criu(found.path, found.name, found.tid, explicit)
     return _core(found.path, found.name, found.tid, explicit)
 
 
@@ -190,6 +214,38 @@ def read_input_file(path: str) -> bytes | None:
     if len(data) > RAW_LIMIT:
         raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
     return data
+
+
+def is_container(data: bytes) -> bool:
+    """Bytes of a file that open_source reads as something other than a raw image (a CRIU
+    image); ELF cores are told apart by read_input_file. The magic is compared here, not
+    through sources.criu, so that a raw image's decode imports nothing of CRIU's."""
+    return data[:4] == CRIU_HEAD
+
+
+def _directory(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    """An rr trace directory or a CRIU image directory; `tid` is TRACE@EVENT's frame index
+    or CRIUDIR@TID's thread."""
+    from xcr0tool.sources.criu import is_criu_dir
+    from xcr0tool.sources.rrtrace import is_trace_dir, trace_images
+
+    if is_trace_dir(path):
+        images, layout, details, warnings = trace_images(path, name, tid, explicit)
+        return SourceResult(name, SourceKind.RR_TRACE, images, layout, details, warnings)
+    if is_criu_dir(path):
+        return _criu(path, name, tid, explicit)
+    raise InputError(
+        path,
+        "is a directory, not an rr trace (no version file) or a CRIU image directory"
+        " (no core-TID.img)",
+    )
+
+
+def _criu(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    from xcr0tool.sources.criu import criu_images
+
+    images, layout, details, warnings = criu_images(path, name, tid, explicit)
+    return SourceResult(name, SourceKind.CRIU, images, layout, details, warnings)
 
 
 def host_fallback() -> HostFallback | None:
