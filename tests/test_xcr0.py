@@ -9,6 +9,7 @@ reason text everywhere.
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -90,6 +91,17 @@ def test_a_word_at_byte_464_is_refused_alike(value: int, tmp_path: Path) -> None
         assert one_line_error(run(*args)) == expected, args
     # --xcr0 says what the word cannot: the image decodes.
     assert run("decode", "--xcr0", "0xe7", "--layout", "amd-zen4", str(path)).returncode == 0
+
+
+@pytest.mark.parametrize("value", sorted(REFUSED))
+def test_compat_refuses_a_machine_xcr0_alike(value: int, tmp_path: Path) -> None:
+    """compat takes a machine's XCR0 from its description: the same table, the same text."""
+    proc = run("layout", "--layout", "amd-zen4", "--json")
+    described = json.loads(proc.stdout) | {"xcr0": hex(value)}
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps(described))
+    line = one_line_error(run("compat", str(path), "amd-zen4"))
+    assert line.startswith(f"xcr0tool: {path}: {reason(value)} (XCR0 from ")
 
 
 def test_a_zero_word_means_no_word(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ disagree.
 
 from __future__ import annotations
 
-from xcr0tool.arch.components import COMPACTED_BIT, EXTENDED_START, bits
+from xcr0tool.arch.components import COMPACTED_BIT, EXTENDED_START, bits, is_extended
 from xcr0tool.errors import LayoutError
 from xcr0tool.model.image import (
     FXSAVE,
@@ -82,7 +82,8 @@ def _guess_compacted(xcomp_bv: int, origin: str) -> Layout:
             return layout.with_source(
                 f"sizes and alignment of {layout.source} (a compacted image needs no offsets)"
             )
-    unknown = [i for i in bits(wanted) if i not in profile_layout("intel").components and i >= 2]
+    intel = profile_layout("intel")
+    unknown = [i for i in bits(wanted) if is_extended(i) and intel.get(i) is None]
     raise LayoutError(
         origin,
         f"no built-in layout knows components {unknown} of XCOMP_BV {xcomp_bv:#x};"

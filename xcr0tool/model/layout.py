@@ -293,7 +293,7 @@ def layout_from_json(data: object, source: str) -> Layout:
             supervisor=supervisor,
             xfd=bool(record.get("xfd", False)),
         )
-        if entry.id < 2:
+        if entry.id < len(LEGACY_COMPONENTS):  # x87, SSE: where the legacy region has them
             if not entry.id >= 0 or (entry.size, entry.standard_offset) != (
                 LEGACY_COMPONENTS[entry.id].size,
                 LEGACY_COMPONENTS[entry.id].standard_offset,
@@ -338,7 +338,7 @@ def _is_integer(value: object) -> bool:
 
 def layout_from_note(descriptor: bytes, source: str) -> Layout:
     """NT_X86_XSAVE_LAYOUT (Linux 6.12+, arch/x86/kernel/fpu/xstate.c): 16-byte records
-    {u32 type, u32 size, u32 offset, u32 flags} for each enabled user component i >= 2.
+    {u32 type, u32 size, u32 offset, u32 flags} for each enabled extended user component.
 
     The note does not say which components are 64-byte aligned when compacted; that is
     taken from the catalogue (AMX, the only aligned user components on real CPUs).

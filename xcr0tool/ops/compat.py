@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from xcr0tool.arch.components import bits, component, describe_mask
-from xcr0tool.arch.xcr0 import broken_rule, is_xcr0
+from xcr0tool.arch.xcr0 import broken_rule, is_xcr0, xcr0_reason
 from xcr0tool.errors import InputError
 from xcr0tool.model.machine import (
     CRIU_FPU_CAPS,
@@ -202,13 +202,9 @@ def largest_valid_subset(candidate: int, allowed: Callable[[int], bool] = xcr0_a
 def check_machine(machine: Machine) -> None:
     """What every later answer needs: an XCR0 XSETBV would accept, each of whose
     components the description places."""
-    broken = broken_xcr0_rule(machine.xcr0)
-    if broken is not None:
-        raise InputError(
-            machine.source,
-            f"XCR0 {machine.xcr0:#x} ({machine.xcr0_source}) is not a value XCR0 can hold:"
-            f" {broken}",
-        )
+    reason = xcr0_reason(machine.xcr0)  # the one reason text (arch/xcr0.py)
+    if reason is not None:
+        raise InputError(machine.source, f"{reason} (XCR0 from {machine.xcr0_source})")
     missing = machine.unplaced()
     if missing:
         names = ", ".join(f"{i} ({component(i).name})" for i in missing)

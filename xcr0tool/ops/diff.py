@@ -20,6 +20,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from itertools import zip_longest
 
@@ -33,7 +34,20 @@ from xcr0tool.sources.open import SourceResult
 LANES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "f32": 4, "f64": 8}
 DEFAULT_LANES = "u32"
 STATE, RAW = "state", "raw"
-SAME, DIFFERENT, ONLY_A, ONLY_B = "same", "different", "only-a", "only-b"
+
+
+class DiffStatus(str, Enum):
+    """How a pair of threads, or a register, compares (the JSON "status")."""
+
+    SAME = "same"
+    DIFFERENT = "different"
+    ONLY_A = "only-a"
+    ONLY_B = "only-b"
+
+    __str__ = str.__str__
+
+
+SAME, DIFFERENT, ONLY_A, ONLY_B = DiffStatus
 
 
 # Lanes ---------------------------------------------------------------------------------
@@ -91,7 +105,7 @@ class RegisterChange:
     lanes: tuple[LaneChange, ...]  # the differing lanes; empty when one side has none
 
     @property
-    def status(self) -> str:
+    def status(self) -> DiffStatus:
         if self.a is None:
             return ONLY_B
         if self.b is None:
@@ -281,7 +295,7 @@ class ThreadDiff:
     bytes: tuple[ByteRun, ...] = ()
 
     @property
-    def status(self) -> str:
+    def status(self) -> DiffStatus:
         if self.a is None:
             return ONLY_B
         if self.b is None:

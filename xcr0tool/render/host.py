@@ -8,6 +8,7 @@ is built once and drawn by both text renderers.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import Enum
 
 from xcr0tool.arch.components import describe_mask
 from xcr0tool.model.layout import Layout
@@ -20,12 +21,20 @@ XSAVE_FLAGS = XSAVE_INSTRUCTION_FLAGS + tuple(
     dict.fromkeys(name for names in XCR0_FLAGS.values() for name in names)
 )
 
-# Where a component stands on this machine (the JSON "state" and the text "state" column).
-STATE_XCR0 = "xcr0"  # enabled in XCR0
-STATE_XSS = "ia32_xss"  # enabled in IA32_XSS (inferred: user mode cannot read it)
-STATE_OFF = "off"  # the CPU supports it, neither XCR0 nor IA32_XSS enables it
-STATE_UNKNOWN = "unknown"  # a supervisor component, and IA32_XSS cannot be inferred
-STATE_UNLISTED = "unlisted"  # a sub-leaf for a component CPUID.(0xD,0/1) does not list
+
+class ComponentState(str, Enum):
+    """Where a component stands on this machine (the JSON "state", the text column)."""
+
+    XCR0 = "xcr0"  # enabled in XCR0
+    XSS = "ia32_xss"  # enabled in IA32_XSS (inferred: user mode cannot read it)
+    OFF = "off"  # the CPU supports it, neither XCR0 nor IA32_XSS enables it
+    UNKNOWN = "unknown"  # a supervisor component, and IA32_XSS cannot be inferred
+    UNLISTED = "unlisted"  # a sub-leaf for a component CPUID.(0xD,0/1) does not list
+
+    __str__ = str.__str__
+
+
+STATE_XCR0, STATE_XSS, STATE_OFF, STATE_UNKNOWN, STATE_UNLISTED = ComponentState
 _STATE_TEXT = {
     STATE_XCR0: "XCR0",
     STATE_XSS: "IA32_XSS",
@@ -47,7 +56,7 @@ class ComponentRow:
     aligned: bool
     supervisor: bool
     xfd: bool
-    state: str
+    state: ComponentState
 
 
 def component_rows(info: HostInfo, layout: Layout, xss: int | None) -> list[ComponentRow]:

@@ -349,7 +349,7 @@ def layout_machine(path: str, data: dict) -> Machine:
     try:
         layout = layout_from_json(data, f"layout file {path}")
     except LayoutError as exc:
-        raise InputError(path, str(exc).split(": ", 1)[-1]) from None
+        raise InputError(path, exc.problem) from None
     table = leaf_0d_from_layout(layout)
     notes = ["a layout file does not say whether the CPU has XSAVEC or XSAVES"]
     recorded = data.get("xcr0")
