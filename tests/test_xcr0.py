@@ -176,3 +176,39 @@ def test_the_rule_table_exists_once() -> None:
         if phrase in path.read_text()
     }
     assert holders == {"arch/xcr0.py"}
+
+
+# ---------------------------------------------------------------- the one source reader
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "linux-amd-avx512bw-4t.core"
+
+
+def test_validate_reads_a_piped_core_as_decode_does() -> None:
+    core = FIXTURE.read_bytes()
+    piped = run("validate", "--json", "-", stdin=core)
+    named = run("validate", "--json", str(FIXTURE))
+    assert piped.returncode == named.returncode == 0, piped.stderr
+    as_piped = json.loads(piped.stdout.decode().replace("<stdin>", str(FIXTURE)))
+    assert as_piped == json.loads(named.stdout)
+    decoded = json.loads(run("decode", "--json", "-", stdin=core).stdout)
+    assert len(as_piped["images"]) == len(decoded["threads"]) == 4
+
+
+# ---------------------------------------------------------------- mask --keep-size
+
+
+@pytest.mark.parametrize("keep", ["0x3", "0x7"])
+def test_mask_keep_size_output_decodes(keep: str, image_file: Path, tmp_path: Path) -> None:
+    """mask's own help example: the kept bytes past XCR0's standard size are not read,
+    since every built-in layout places x87, SSE and AVX alike."""
+    kept, cut = tmp_path / "kept.bin", tmp_path / "cut.bin"
+    assert (
+        run("mask", "--xcr0", keep, "--keep-size", str(image_file), "-o", str(kept)).returncode == 0
+    )
+    assert run("mask", "--xcr0", keep, str(image_file), "-o", str(cut)).returncode == 0
+    assert kept.stat().st_size == image_file.stat().st_size > cut.stat().st_size
+    a = run("decode", "--json", str(kept))
+    assert a.returncode == 0, a.stderr
+    b = json.loads(run("decode", "--json", str(cut)).stdout)
+    assert json.loads(a.stdout)["threads"][0]["registers"] == b["threads"][0]["registers"]
+    assert run("diff", str(kept), str(cut)).returncode == 0
