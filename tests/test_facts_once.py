@@ -197,3 +197,17 @@ def test_describe_dispatches_on_table_names_not_prefixes() -> None:
     assert describe("tilecfg", int.from_bytes(cfg.ljust(64, b"\0"), "little")).startswith(
         "palette 1, start_row 0, tmm0:16x64B"
     )
+
+
+# validate as a package -----------------------------------------------------------------------
+def test_validate_rules_are_registered_beside_their_checks_citing_a_source() -> None:
+    from xcr0tool.ops.validate import RULES
+
+    assert len({r.id for r in RULES}) == len(RULES) == 22
+    for r in RULES:
+        assert r.check.__module__.rsplit(".", 1)[-1] in ("instructions", "linux", "surprises")
+        assert "SDM" in r.source or "Linux" in r.source, r.id
+    package = PACKAGE / "ops" / "validate"
+    assert all(len(p.read_text().splitlines()) <= 600 for p in package.glob("*.py"))
+    # its input reading is the one source reader's
+    assert not holders(r"sys\.stdin\.buffer") - {"sources/open.py"}

@@ -4,7 +4,7 @@ tests/test_validate_cpu.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from xcr0tool.arch import mxcsr
 from xcr0tool.arch import offsets as at
@@ -20,34 +20,14 @@ from xcr0tool.ops.validate.model import (
 )
 from xcr0tool.ops.validate.registry import XRSTOR_GP as _XRSTOR_GP
 from xcr0tool.ops.validate.registry import XRSTORS_GP as _XRSTORS_GP
+from xcr0tool.ops.validate.registry import header_word as _header_word
 from xcr0tool.ops.validate.registry import hex64 as _hex64
 from xcr0tool.ops.validate.registry import names as _names
+from xcr0tool.ops.validate.registry import nonzero_words as _nonzero_words
+from xcr0tool.ops.validate.registry import reserved_mxcsr_bits as _reserved_mxcsr_bits
 from xcr0tool.ops.validate.registry import rule
 
 _INSTRUCTIONS = frozenset({XRSTOR, XRSTORS})
-
-
-def _nonzero_words(data: bytes, start: int, end: int, what: Callable[[int], str]) -> Iterator[Hit]:
-    """One hit per 8-byte word of data[start:end] that is not zero, at its first set byte."""
-    for word in range(start, end, 8):
-        chunk = data[word : word + 8]
-        if any(chunk):
-            first = word + next(i for i, b in enumerate(chunk) if b)
-            value = int.from_bytes(chunk, "little")
-            yield Hit(
-                f"{what(word)} (bytes {word}-{word + 7}) hold {value:#x}", first, _hex64(value)
-            )
-
-
-def _header_word(offset: int) -> str:
-    if offset == at.XCOMP_BV:
-        return "XCOMP_BV"
-    in_header = offset - at.XSTATE_BV
-    return f"header bytes {in_header}-{in_header + 7}"
-
-
-def _reserved_mxcsr_bits(s: Subject, t: Target) -> int:
-    return s.mxcsr & ~t.mxcsr_mask
 
 
 def mxcsr_loaded(subject: Subject, target: Target) -> bool:

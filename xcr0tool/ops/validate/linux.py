@@ -18,11 +18,6 @@ from xcr0tool.arch.components import EXTENDED_START
 from xcr0tool.arch.offsets import FP_XSTATE_MAGIC1, read_u32
 from xcr0tool.arch.xcr0 import AVX, SSE, X87
 from xcr0tool.model.sigframe import magic2_problem, sigreturn_size_problems
-from xcr0tool.ops.validate.instructions import (
-    _header_word,
-    _nonzero_words,
-    _reserved_mxcsr_bits,
-)
 from xcr0tool.ops.validate.model import (
     LINUX_PTRACE,
     REJECT,
@@ -34,8 +29,11 @@ from xcr0tool.ops.validate.model import (
 )
 from xcr0tool.ops.validate.registry import LINUX_FPU as _PTRACE
 from xcr0tool.ops.validate.registry import LINUX_SIGNAL as _SIGNAL
+from xcr0tool.ops.validate.registry import header_word as _header_word
 from xcr0tool.ops.validate.registry import hex64 as _hex64
 from xcr0tool.ops.validate.registry import names as _names
+from xcr0tool.ops.validate.registry import nonzero_words as _nonzero_words
+from xcr0tool.ops.validate.registry import reserved_mxcsr_bits as _reserved_mxcsr_bits
 from xcr0tool.ops.validate.registry import rule
 
 XSTATE_SIZE_OFFSET = at.SW_BYTES + 16  # struct _fpx_sw_bytes.xstate_size
