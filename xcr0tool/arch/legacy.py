@@ -13,21 +13,20 @@ what diff names each byte (ops/diff.py) and the byte ranges x87 and SSE own
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 X87, SSE = 0, 1  # the components the legacy region holds
 
 
-@dataclass(frozen=True)
-class LegacyField:
+class LegacyField(NamedTuple):  # not a dataclass: defined at every start, cheaply
     """A run of bytes of the legacy region or header.
 
     `name`: the SDM's (diff shows it); `grammar`: the construct field it belongs to
     (consecutive rows with one grammar name make one field; None for padding); `kind`:
     "int" (little-endian) or "bytes"; `component`: 0 x87, 1 SSE, None for bytes no
     component owns; `register` and `register_size`: gdb's register the bytes show in.
-    An array (`count` > 1) repeats every `stride` bytes, "{i}" in the names numbering
+    An array (`repeat` > 1) repeats every `stride` bytes, "{i}" in the names numbering
     the slots; the bytes of a slot past `size` are padding."""
 
     name: str
@@ -39,16 +38,16 @@ class LegacyField:
     meaning: str
     kind: str = "int"
     register_size: int | None = None
-    count: int = 1
+    repeat: int = 1
     stride: int = 0
 
     @property
     def end(self) -> int:
-        return self.offset + (self.stride * self.count if self.count > 1 else self.size)
+        return self.offset + (self.stride * self.repeat if self.repeat > 1 else self.size)
 
     def slots(self) -> list[tuple[int, str, str | None]]:
         """(offset, name, register) of each slot: one for a plain field."""
-        if self.count == 1:
+        if self.repeat == 1:
             return [(self.offset, self.name, self.register)]
         return [
             (
@@ -56,7 +55,7 @@ class LegacyField:
                 self.name.format(i=i),
                 None if self.register is None else self.register.format(i=i),
             )
-            for i in range(self.count)
+            for i in range(self.repeat)
         ]
 
 
@@ -94,7 +93,7 @@ _MIDDLE = (
     _F("MXCSR", "mxcsr", 24, 4, SSE, "mxcsr", "SSE control and status"),
     _F("MXCSR_MASK", "mxcsr_mask", 28, 4, SSE, None, "MXCSR bits the CPU supports; 0: 0xFFBF"),
     _F("st{i}", "st", 32, 10, X87, "st{i}", "x87 register ST(i) / MMi, 80 bits",
-       count=8, stride=16),
+       repeat=8, stride=16),
 )  # fmt: skip
 
 _TAIL = (
@@ -104,10 +103,10 @@ _TAIL = (
        " sw_bytes", kind="bytes"),
 )  # fmt: skip
 
-_XMM_64 = (_F("xmm{i}", "xmm", 160, 16, SSE, "xmm{i}", "XMM register i", count=16, stride=16),)
+_XMM_64 = (_F("xmm{i}", "xmm", 160, 16, SSE, "xmm{i}", "XMM register i", repeat=16, stride=16),)
 # 32-bit code has XMM0-7; the space of XMM8-15 is reserved (SDM table 10-3).
 _XMM_32 = (
-    _F("xmm{i}", "xmm", 160, 16, SSE, "xmm{i}", "XMM register i", count=8, stride=16),
+    _F("xmm{i}", "xmm", 160, 16, SSE, "xmm{i}", "XMM register i", repeat=8, stride=16),
     _F("reserved", "xmm_reserved", 288, 128, SSE, None, "reserved in 32-bit mode", kind="bytes"),
 )
 

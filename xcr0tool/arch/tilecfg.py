@@ -10,7 +10,7 @@ and decode's description all read it through `decode`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SIZE = 64
 PALETTE, START_ROW = 0, 1
@@ -22,8 +22,7 @@ MAX_ROWS = 16
 MAX_COLSB = 64
 
 
-@dataclass(frozen=True)
-class TileConfig:
+class TileConfig(NamedTuple):
     palette: int
     start_row: int
     reserved: bytes

@@ -14,8 +14,8 @@ reason text for all of them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from xcr0tool.arch.components import BY_NAME, COMPACTED_BIT, SUPERVISOR_MASK, describe_mask
 from xcr0tool.errors import UsageError
@@ -33,8 +33,7 @@ AVX512 = _mask("opmask", "zmm_hi256", "hi16_zmm")
 AMX = _mask("xtilecfg", "xtiledata")
 
 
-@dataclass(frozen=True)
-class Xcr0Rule:
+class Xcr0Rule(NamedTuple):
     """One condition under which XSETBV raises #GP: `holds(value)` is False then.
     `needs(value)`: the bits that, added, make the value keep the rule."""
 

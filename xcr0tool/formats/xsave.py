@@ -65,11 +65,11 @@ def _legacy_member(name: str | None, rows: list[LegacyField]) -> Any:
     size = sum(row.size for row in rows)
     if name is None:
         return Padding(size)
-    if first.count > 1:
+    if first.repeat > 1:
         item = _integer(first.size)
         if first.stride > first.size:
             item = Struct("raw" / item, Padding(first.stride - first.size))
-        return name / Array(first.count, item)
+        return name / Array(first.repeat, item)
     return name / (Bytes(size) if first.kind == "bytes" else _integer(size))
 
 

@@ -99,7 +99,7 @@ def _x87_control(long_mode: bool) -> dict[str, tuple[int, int, int]]:
     return {
         row.register: (row.offset, row.size, row.register_size or row.size)
         for row in legacy.fields(long_mode)
-        if row.component == legacy.X87 and row.count == 1 and row.register is not None
+        if row.component == legacy.X87 and row.repeat == 1 and row.register is not None
     }
 
 

@@ -203,7 +203,7 @@ def _legacy_places(long_mode: bool) -> list[tuple[int, int, Place]]:
     for row in (*legacy.fields(long_mode), *legacy.HEADER):
         for start, name, register in row.slots():
             out.append((start, start + row.size, Place(row.component, name, register)))
-            if row.count > 1 and row.stride > row.size:
+            if row.repeat > 1 and row.stride > row.size:
                 padding = Place(row.component, f"{name} padding", None)
                 out.append((start + row.size, start + row.stride, padding))
     return out

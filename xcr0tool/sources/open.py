@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from xcr0tool.arch.xcr0 import check_xcr0
 from xcr0tool.errors import HostUnavailable, InputError, LayoutError
@@ -92,16 +92,14 @@ def _stdin_as_file() -> Iterator[tuple[str, bytes]]:
         yield spool.name, b""
 
 
-@dataclass(frozen=True)
-class RawInput:
+class RawInput(NamedTuple):  # NamedTuple, not a dataclass: cheaper to define at startup
     """A raw image's bytes, as the one reader read them (a file, or standard input)."""
 
     origin: str  # the file's name, or "<stdin>"
     data: bytes
 
 
-@dataclass(frozen=True)
-class NamedInput:
+class NamedInput(NamedTuple):
     """Any other source, opened by `images_of`: a core (`path`, a file or standard input
     spooled) or a thread of one, an rr trace or CRIU directory, a CRIU image file, a
     process, `self`."""
