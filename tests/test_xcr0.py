@@ -212,3 +212,17 @@ def test_mask_keep_size_output_decodes(keep: str, image_file: Path, tmp_path: Pa
     b = json.loads(run("decode", "--json", str(cut)).stdout)
     assert json.loads(a.stdout)["threads"][0]["registers"] == b["threads"][0]["registers"]
     assert run("diff", str(kept), str(cut)).returncode == 0
+
+
+def test_validate_sets_a_word_that_is_no_xcr0_aside(tmp_path: Path) -> None:
+    """XRSTOR ignores bytes 464-511 (tests/test_validate_cpu.py, "software-reserved bytes
+    464-511"), so validate judges the image, not the word: the word's reason is said in
+    the XCR0's source, with the one text, and the image is not refused."""
+    data = make_image(xstate_bv=0x3)
+    struct.pack_into("<Q", data, SW_BYTES, 0x27)
+    path = tmp_path / "word.bin"
+    path.write_bytes(bytes(data))
+    proc = run("validate", "--json", str(path))
+    assert proc.returncode == 0, proc.stdout
+    (image,) = json.loads(proc.stdout)["images"]
+    assert f"the word at byte 464 is not an XCR0: {reason(0x27)}" in image["xcr0_source"]

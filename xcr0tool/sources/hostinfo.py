@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from xcr0tool.arch.components import bits
+from xcr0tool.arch.components import BY_NAME, bits
 from xcr0tool.arch.mxcsr import MXCSR_MASK_DEFAULT
 from xcr0tool.arch.offsets import MXCSR_MASK, read_u32
 from xcr0tool.arch.xcr0 import AMX, AVX, AVX512
@@ -63,7 +63,7 @@ XCR0_FLAGS: dict[int, tuple[str, ...]] = {
 FLAG_NEEDS_XCR0: tuple[tuple[str, int], ...] = (
     ("avx", AVX),
     ("avx512f", AVX512),
-    ("ospke", 1 << 9),
+    ("ospke", BY_NAME["pkru"].bit),
     ("amx_tile", AMX),
 )
 

@@ -180,20 +180,24 @@ def subject_from_bytes(
         fallback = HostFallback(host.xcr0, lambda: host_layout)
         if layout is None:
             attempts.append(host_layout)
-    if xcr0 is None and _word_problem(data) is not None and host is not None:
-        # XRSTOR ignores bytes 464-511: a word there that is no XCR0 leaves the image
-        # to be placed under this machine's XCR0, as the target is.
-        xcr0 = host.xcr0
+    xcr0s: list[int | None] = [xcr0]
+    if xcr0 is None and _word_problem(data) is not None:
+        # XRSTOR ignores bytes 464-511: a word there that is no XCR0 leaves the image to
+        # be placed under this machine's XCR0, as the target is, else under the least
+        # XCR0 that holds its XSTATE_BV.
+        xstate_bv = read_u64(data, at.XSTATE_BV)
+        xcr0s = [*([host.xcr0] if host is not None else []), least_xcr0(xstate_bv | LEGACY_BITS)]
     problem = ""
-    for attempt in attempts:
-        try:
-            image = build_image(data, origin=origin, layout=attempt, xcr0=xcr0, host=fallback)
-        except InputError as error:
-            if len(data) < EXTENDED_START:
-                raise  # not an XSAVE image at all: trouble, not a verdict
-            problem = problem or error.problem
-            continue
-        return Subject(data, origin, image)
+    for value in xcr0s:
+        for attempt in attempts:
+            try:
+                image = build_image(data, origin=origin, layout=attempt, xcr0=value, host=fallback)
+            except InputError as error:
+                if len(data) < EXTENDED_START:
+                    raise  # not an XSAVE image at all: trouble, not a verdict
+                problem = problem or error.problem
+                continue
+            return Subject(data, origin, image)
     return Subject(data, origin, None, problem)
 
 
