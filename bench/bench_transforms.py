@@ -21,10 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xcr0tool import offsets, transforms
-from xcr0tool.image import XsaveImage, build_image
-from xcr0tool.layout import Layout
-from xcr0tool.profiles import profile_layout
+from xcr0tool.arch import offsets
+from xcr0tool.layouts.choose import build_image
+from xcr0tool.layouts.profiles import profile_layout
+from xcr0tool.model.image import XsaveImage
+from xcr0tool.model.layout import Layout
+from xcr0tool.ops import transforms
 
 GOAL = 50_000  # images/s
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xcr0tool.cli import cli
+from xcr0tool.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
@@ -197,7 +197,7 @@ CORE = ROOT / "tests" / "fixtures" / "linux-amd-avx512bw-1t.core"
 
 def xstate_note_header_offset(data: bytes) -> int:
     """Where the NT_X86_XSTATE note's header starts, found the way readelf would."""
-    from xcr0tool.elfcore import NT_X86_XSTATE, read_core
+    from xcr0tool.sources.elfcore import NT_X86_XSTATE, read_core
 
     note = next(n for n in read_core(str(CORE)).notes if n.type == NT_X86_XSTATE)
     return note.desc_offset - 8 - 12  # "LINUX\0" padded to 8, after the 12-byte header
@@ -224,7 +224,7 @@ def test_note_that_lies_about_its_size(tmp_path: Path) -> None:
 
 
 def test_xstate_note_shorter_than_its_xcr0_needs(tmp_path: Path) -> None:
-    from xcr0tool.elfcore import read_core, write_core
+    from xcr0tool.sources.elfcore import read_core, write_core
 
     core = read_core(str(CORE))
     short = tmp_path / "short.core"

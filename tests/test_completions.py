@@ -31,12 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from xcr0tool.cli import cli
-from xcr0tool.components import CATALOGUE, COMPACTED_BIT, EXTENDED_START, SUPERVISOR_MASK
-from xcr0tool.image import build_image
-from xcr0tool.layout import layout_from_cpuid
-from xcr0tool.profiles import PROFILES
-from xcr0tool.registers import register_names, registers
+from xcr0tool.arch.components import CATALOGUE, COMPACTED_BIT, EXTENDED_START, SUPERVISOR_MASK
+from xcr0tool.cli.main import cli
+from xcr0tool.layouts.choose import build_image
+from xcr0tool.layouts.profiles import PROFILES
+from xcr0tool.model.layout import layout_from_cpuid
+from xcr0tool.model.registers import register_names, registers
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = set(cli.commands)  # type: ignore[attr-defined]

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from test_transforms import image_for, xsaves_image
 
-from xcr0tool.elfcore import read_core
-from xcr0tool.image import read_u64
-from xcr0tool.offsets import XCOMP_BV
-from xcr0tool.profiles import profile_layout
+from xcr0tool.arch.offsets import XCOMP_BV
+from xcr0tool.layouts.profiles import profile_layout
+from xcr0tool.model.image import read_u64
+from xcr0tool.sources.elfcore import read_core
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -136,7 +136,7 @@ def test_compacted_and_back(zen4_image: Path, tmp_path: Path) -> None:
 def test_compacted_to_standard_names_the_layout_it_chose(zen4_image: Path) -> None:
     """A compacted image holds no standard offsets: without --layout, this machine's."""
     from xcr0tool.errors import XcrError
-    from xcr0tool.sources import host_layout
+    from xcr0tool.sources.open import host_layout
 
     compacted = ok(run("convert", "--to", "compacted", str(zen4_image)))
     result = run("convert", "-", stdin=compacted)

@@ -1,4 +1,4 @@
-"""xcr0tool.cpu and xcr0tool.hostinfo against this CPU, a C helper and synthetic tables.
+"""xcr0tool.sources.cpu and xcr0tool.sources.hostinfo against this CPU, a C helper and synthetic tables.
 
 The oracle is a small C program compiled with gcc at test time: it runs CPUID through
 <cpuid.h> and XGETBV/FXSAVE through inline asm, so it shares no code with the
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from xcr0tool import cpu, hostinfo
 from xcr0tool.errors import UsageError, XcrError
+from xcr0tool.sources import cpu, hostinfo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -167,7 +167,7 @@ def test_cpuid_rejects_out_of_range_leaf() -> None:
 
 
 def test_importing_cpu_builds_no_page() -> None:
-    code = "import xcr0tool.cpu as c, sys; sys.exit(len(c._built))"
+    code = "import xcr0tool.sources.cpu as c, sys; sys.exit(len(c._built))"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.console import Console
 
-from xcr0tool import render
-from xcr0tool.elfcore import NT_X86_XSTATE, read_core, write_core
-from xcr0tool.sources import open_source
+from xcr0tool.render import image as render
+from xcr0tool.sources.elfcore import NT_X86_XSTATE, read_core, write_core
+from xcr0tool.sources.open import open_source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ONE = FIXTURES / "linux-amd-avx512bw-1t.core"

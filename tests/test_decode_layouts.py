@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from xcr0tool.components import bits
-from xcr0tool.elfcore import read_core, write_core
-from xcr0tool.image import read_u64
-from xcr0tool.layout import Layout, layout_from_note, note_from_layout
-from xcr0tool.profiles import profile_layout
+from xcr0tool.arch.components import bits
+from xcr0tool.layouts.profiles import profile_layout
+from xcr0tool.model.image import read_u64
+from xcr0tool.model.layout import Layout, layout_from_note, note_from_layout
+from xcr0tool.sources.elfcore import read_core, write_core
 
 FIXTURE = Path(__file__).parent / "fixtures" / "linux-amd-avx512bw-4t.core"
 

@@ -1,7 +1,7 @@
 """`xcr0tool diff`: state, not bytes.
 
 - Lanes, raw byte attribution and the JSON contract on images made here.
-- An image and its converted and masked forms, made by xcr0tool.transforms and by this
+- An image and its converted and masked forms, made by xcr0tool.ops.transforms and by this
   CPU (XSAVEC of the state; XSAVE with a narrower RFBM): the same where the state is the
   same, different exactly in the registers of the components taken away.
 - Real cores of tests/progs/regs.c: threads by position and by --pair, a thread on one
@@ -23,8 +23,13 @@ import pytest
 from coremaker import component_registers
 from test_cli import one_line_error
 
-from xcr0tool.commands.diff import LANE_CHOICES
-from xcr0tool.diff import (
+from xcr0tool.arch.offsets import FCW, MXCSR, SW_BYTES, XMM0, XSTATE_BV
+from xcr0tool.cli.commands.diff import LANE_CHOICES
+from xcr0tool.layouts.choose import build_image
+from xcr0tool.layouts.profiles import profile_layout
+from xcr0tool.model.image import FCW_INIT, MXCSR_INIT, XsaveImage
+from xcr0tool.model.registers import register_map
+from xcr0tool.ops.diff import (
     LANES,
     ONLY_A,
     SAME,
@@ -34,10 +39,6 @@ from xcr0tool.diff import (
     lane_widths,
     lanes_of,
 )
-from xcr0tool.image import FCW_INIT, MXCSR_INIT, XsaveImage, build_image
-from xcr0tool.offsets import FCW, MXCSR, SW_BYTES, XMM0, XSTATE_BV
-from xcr0tool.profiles import profile_layout
-from xcr0tool.registers import register_map
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -168,7 +169,7 @@ def test_register_difference_marks_its_lanes(tmp_path: Path) -> None:
 
 
 def test_mask_leaves_registers_only_in_a() -> None:
-    from xcr0tool.transforms import mask
+    from xcr0tool.ops.transforms import mask
 
     image = model(make_image())
     masked, _report = mask(image, 0x7)
@@ -180,7 +181,7 @@ def test_mask_leaves_registers_only_in_a() -> None:
 
 
 def test_converted_forms_are_the_same() -> None:
-    from xcr0tool.transforms import to_compacted, to_standard
+    from xcr0tool.ops.transforms import to_compacted, to_standard
 
     image = model(make_image())
     compacted = to_compacted(image)
@@ -288,7 +289,7 @@ def test_raw_names_component_field_and_register(tmp_path: Path) -> None:
 
 
 def test_raw_places_differ_between_formats() -> None:
-    from xcr0tool.transforms import mask
+    from xcr0tool.ops.transforms import mask
 
     image = model(make_image())
     masked, _ = mask(image, 0x7)  # 832 bytes: YMM ends the image

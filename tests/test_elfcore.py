@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_corpus import LLDB_ST, LLDB_XMM
 
-from xcr0tool import elfgrammar as g
-from xcr0tool.elfcore import (
+from xcr0tool.errors import InputError, UsageError
+from xcr0tool.formats import elf as g
+from xcr0tool.sources.elfcore import (
     NT_AUXV,
     NT_FILE,
     NT_PRFPREG,
@@ -32,7 +33,6 @@ from xcr0tool.elfcore import (
     read_core,
     write_core,
 )
-from xcr0tool.errors import InputError, UsageError
 
 # ---- synthetic cores, laid out with struct (not with the grammars under test) ---------
 

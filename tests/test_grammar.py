@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xcr0tool import offsets
-from xcr0tool.components import CATALOGUE
-from xcr0tool.grammar import (
+from xcr0tool.arch import offsets
+from xcr0tool.arch.components import CATALOGUE
+from xcr0tool.formats.xsave import (
     FP_XSTATE_MAGIC1,
     component_grammar,
     legacy_region,
@@ -17,11 +17,11 @@ from xcr0tool.grammar import (
     xsave_header,
     xtilecfg,
 )
-from xcr0tool.image import XsaveImage
-from xcr0tool.layout import ComponentLayout, layout_from_components
-from xcr0tool.profiles import profile_layout
-from xcr0tool.registers import component_fields, register_map
-from xcr0tool.sigframe import signal_frame_info
+from xcr0tool.layouts.profiles import profile_layout
+from xcr0tool.model.image import XsaveImage
+from xcr0tool.model.layout import ComponentLayout, layout_from_components
+from xcr0tool.model.registers import component_fields, register_map
+from xcr0tool.model.sigframe import signal_frame_info
 
 EXTENDED = [c for c in CATALOGUE if c.id >= 2]
 

@@ -20,12 +20,12 @@ import test_cpu
 from test_cli import one_line_error, run
 from test_cpu import ZEN4, Oracle, cpuinfo_cpu0, needs_xsave
 
-from xcr0tool import cpu, hostinfo
-from xcr0tool.cli import main
-from xcr0tool.cpuiddump import load_layout_file
-from xcr0tool.hostinfo import HostInfo, XsaveSupport
-from xcr0tool.layout import layout_from_cpuid
-from xcr0tool.render_host import XSAVE_FLAGS
+from xcr0tool.cli.main import main
+from xcr0tool.layouts.files import load_layout_file
+from xcr0tool.model.layout import layout_from_cpuid
+from xcr0tool.render.host import XSAVE_FLAGS
+from xcr0tool.sources import cpu, hostinfo
+from xcr0tool.sources.hostinfo import HostInfo, XsaveSupport
 
 pytestmark = [
     pytest.mark.cpu,

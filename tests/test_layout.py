@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from xcr0tool.components import bits
-from xcr0tool.cpuiddump import load_layout_file, missing_subleaves, parse_cpuid_dump
+from xcr0tool.arch.components import bits
 from xcr0tool.errors import InputError, LayoutError
-from xcr0tool.layout import layout_from_cpuid, layout_from_json, layout_from_note, note_from_layout
-from xcr0tool.profiles import PROFILES, guess_layout, profile_layout
+from xcr0tool.formats.cpuid_dump import missing_subleaves, parse_cpuid_dump
+from xcr0tool.layouts.files import load_layout_file
+from xcr0tool.layouts.profiles import PROFILES, guess_layout, profile_layout
+from xcr0tool.model.layout import (
+    layout_from_cpuid,
+    layout_from_json,
+    layout_from_note,
+    note_from_layout,
+)
 
 CORPUS = os.environ.get("XCR0TOOL_CPUID_CORPUS")
 needs_corpus = pytest.mark.skipif(
@@ -209,8 +215,11 @@ def test_supervisor_has_no_standard_offset() -> None:
     [
         ("[]", 'expected {"components": [...]}'),
         ('{"components": [{"id": 2}]}', "component 0 needs integer 'id' and 'size'"),
-        ('{"components": [{"id": 70, "size": 8}]}', "component 0: id 70, size 8"),
-        ('{"components": [], "xcr0_capable": "lots"}', "xcr0_capable 'lots' is not a number"),
+        (
+            '{"components": [{"id": 70, "size": 8}]}',
+            "component 0: component 70 is not an extended state component (2-62)",
+        ),
+        ('{"components": [], "xcr0_capable": "lots"}', "xcr0_capable 'lots' is not a 64-bit mask"),
     ],
 )
 def test_bad_layout_files(tmp_path: Path, content: str, problem: str) -> None:

@@ -24,9 +24,9 @@ from test_cli import one_line_error, run
 from test_decode_gdb import CONTRACT, _diff, _json_registers, _missing
 from test_ptrace import SLOT_VFORK, Spawn, Tracer, reader_held_by_vfork, value
 
-from xcr0tool import cpu
-from xcr0tool.cli import main
-from xcr0tool.ptrace import read_process_xstate
+from xcr0tool.cli.main import main
+from xcr0tool.sources import cpu
+from xcr0tool.sources.ptrace import read_process_xstate
 
 pytestmark = pytest.mark.skipif(not cpu.is_x86_64_linux(), reason="needs Linux on x86-64")
 
@@ -195,7 +195,7 @@ def test_malformed_pid(source: str, problem: str) -> None:
 
 CLI_READER = """
 import os, sys
-from xcr0tool.cli import main
+from xcr0tool.cli.main import main
 pid = int(sys.argv[1])
 try:
     main(["decode", "--reg", "mxcsr", f"pid:{pid}"])

@@ -1,4 +1,4 @@
-"""xcr0tool.ptrace against live processes: a C child with known register values, gdb,
+"""xcr0tool.sources.ptrace against live processes: a C child with known register values, gdb,
 and tracers that get in the way.
 
 The child (compiled with gcc at test time) runs THREADS workers; worker i loads
@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from test_cpu import compile_c
 
-from xcr0tool import cpu
 from xcr0tool.errors import InputError
-from xcr0tool.ptrace import LiveThread, explain_refusal, read_process_xstate
+from xcr0tool.sources import cpu
+from xcr0tool.sources.ptrace import LiveThread, explain_refusal, read_process_xstate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -597,7 +597,7 @@ def test_main_thread_exited(spawn: Spawn) -> None:
 READER = """
 import os, sys
 from xcr0tool.errors import InputError
-from xcr0tool.ptrace import read_process_xstate
+from xcr0tool.sources.ptrace import read_process_xstate
 pid = int(sys.argv[1])
 try:
     threads = read_process_xstate(pid, f"pid:{pid}")

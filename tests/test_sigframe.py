@@ -21,8 +21,8 @@ from test_cli import one_line_error, run
 from test_cpu import compile_c
 from test_ptrace import host_isa, kvalue, value
 
-from xcr0tool import cpu
-from xcr0tool.components import component, describe_mask
+from xcr0tool.arch.components import component, describe_mask
+from xcr0tool.sources import cpu
 
 pytestmark = pytest.mark.skipif(not cpu.is_x86_64_linux(), reason="needs Linux on x86-64")
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xcr0tool import offsets, transforms
-from xcr0tool.components import COMPACTED_BIT, EXTENDED_START
-from xcr0tool.image import COMPACTED, STANDARD, XsaveImage, build_image, read_u64
-from xcr0tool.layout import ComponentLayout, Layout, layout_from_components
-from xcr0tool.profiles import profile_layout
+from xcr0tool.arch import offsets
+from xcr0tool.arch.components import COMPACTED_BIT, EXTENDED_START
+from xcr0tool.layouts.choose import build_image
+from xcr0tool.layouts.profiles import profile_layout
+from xcr0tool.model.image import COMPACTED, STANDARD, XsaveImage, read_u64
+from xcr0tool.model.layout import ComponentLayout, Layout, layout_from_components
+from xcr0tool.ops import transforms
 
 APX = 19
 

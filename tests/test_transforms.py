@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from xcr0tool import offsets, transforms
-from xcr0tool.components import COMPACTED_BIT, LEGACY_SIZE, SUPERVISOR_MASK
+from xcr0tool.arch import offsets
+from xcr0tool.arch.components import COMPACTED_BIT, LEGACY_SIZE, SUPERVISOR_MASK
 from xcr0tool.errors import InputError, UsageError
-from xcr0tool.image import COMPACTED, STANDARD, XsaveImage, build_image, read_u64
-from xcr0tool.layout import Layout, layout_from_cpuid
-from xcr0tool.profiles import profile_layout
-from xcr0tool.registers import register_map
-from xcr0tool.sources import open_source
+from xcr0tool.layouts.choose import build_image
+from xcr0tool.layouts.profiles import profile_layout
+from xcr0tool.model.image import COMPACTED, STANDARD, XsaveImage, read_u64
+from xcr0tool.model.layout import Layout, layout_from_cpuid
+from xcr0tool.model.registers import register_map
+from xcr0tool.ops import transforms
+from xcr0tool.sources.open import open_source
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -29,12 +29,12 @@ import pytest
 from test_cli import one_line_error
 from test_diff import make_image, run
 
-from xcr0tool.commands.validate import CHECK_CHOICES
-from xcr0tool.components import COMPACTED_BIT
-from xcr0tool.offsets import FP_XSTATE_MAGIC1 as MAGIC1
-from xcr0tool.offsets import FP_XSTATE_MAGIC2 as MAGIC2
-from xcr0tool.offsets import MXCSR, SW_BYTES, XCOMP_BV, XSTATE_BV
-from xcr0tool.validate import CHECKS, RULES, SEVERITIES
+from xcr0tool.arch.components import COMPACTED_BIT
+from xcr0tool.arch.offsets import FP_XSTATE_MAGIC1 as MAGIC1
+from xcr0tool.arch.offsets import FP_XSTATE_MAGIC2 as MAGIC2
+from xcr0tool.arch.offsets import MXCSR, SW_BYTES, XCOMP_BV, XSTATE_BV
+from xcr0tool.cli.commands.validate import CHECK_CHOICES
+from xcr0tool.ops.validate import CHECKS, RULES, SEVERITIES
 
 FX_ONLY = (
     "rt_sigreturn then restores x87 and SSE only (FXRSTOR of bytes 0-511) and resets every"

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 import pytest
 from test_validate import put, u64
 
-from xcr0tool.components import COMPACTED_BIT
-from xcr0tool.offsets import MXCSR, XCOMP_BV, XSTATE_BV
-from xcr0tool.validate import (
+from xcr0tool.arch.components import COMPACTED_BIT
+from xcr0tool.arch.offsets import MXCSR, XCOMP_BV, XSTATE_BV
+from xcr0tool.ops.validate import (
     FAULT,
     host_facts,
     make_target,

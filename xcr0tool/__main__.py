@@ -1,3 +1,3 @@
-from xcr0tool.cli import main
+from xcr0tool.cli.main import main
 
 main()

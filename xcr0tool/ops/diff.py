@@ -1,0 +1,393 @@
+"""Compare XSAVE images by state: registers, not bytes; or bytes, each one placed.
+
+State: every register of both images as registers.py reads it, so a component in init
+state counts as its init values, and images in different formats or layouts compare
+register by register. A register whose component one image has no space for (masked
+away, another XCR0) is "only in A" or "only in B": a difference.
+
+Raw: byte by byte at the same offsets, each differing byte named by the component,
+field and register it belongs to in each image.
+
+Threads pair by position (the first of A with the first of B, ...) or as --pair
+TID_A:TID_B says; a thread with no partner is a difference of its own.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
+
+from xcr0tool.arch import offsets as at
+from xcr0tool.arch.components import EXTENDED_START, LEGACY_SIZE, component
+from xcr0tool.errors import InputError
+from xcr0tool.model.image import FXSAVE, XsaveImage
+from xcr0tool.model.registers import registers, select
+from xcr0tool.sources.open import SourceResult
+
+LANES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "f32": 4, "f64": 8}
+DEFAULT_LANES = "u32"
+STATE, RAW = "state", "raw"
+SAME, DIFFERENT, ONLY_A, ONLY_B = "same", "different", "only-a", "only-b"
+
+
+# Lanes ---------------------------------------------------------------------------------
+def lane_widths(size: int, kind: str) -> list[int]:
+    """Byte widths of the lanes of a `size`-byte register, lane 0 (lowest) first; a
+    register that is not a whole number of lanes ends in a narrower one."""
+    width = LANES[kind]
+    return [min(width, size - at) for at in range(0, size, width)]
+
+
+def lanes_of(value: int, size: int, kind: str) -> list[int]:
+    out = []
+    shift = 0
+    for width in lane_widths(size, kind):
+        out.append(value >> shift & ((1 << 8 * width) - 1))
+        shift += 8 * width
+    return out
+
+
+def format_lane(raw: int, width: int, kind: str) -> str:
+    """A lane as hex, or as a float when the view is f32/f64 and the lane is whole."""
+    if kind in ("f32", "f64") and width == LANES[kind]:
+        (number,) = struct.unpack("<f" if width == 4 else "<d", raw.to_bytes(width, "little"))
+        if math.isnan(number):
+            return f"nan(0x{raw:0{2 * width}x})"
+        return f"{number:.9g}" if width == 4 else repr(number)
+    return f"{raw:0{2 * width}x}"
+
+
+@dataclass(frozen=True)
+class LaneChange:
+    index: int  # 0 is the lowest lane
+    a: str
+    b: str
+
+
+def lane_changes(a: int, b: int, size: int, kind: str) -> tuple[LaneChange, ...]:
+    widths = lane_widths(size, kind)
+    pairs = zip(lanes_of(a, size, kind), lanes_of(b, size, kind), widths, strict=True)
+    return tuple(
+        LaneChange(i, format_lane(x, w, kind), format_lane(y, w, kind))
+        for i, (x, y, w) in enumerate(pairs)
+        if x != y
+    )
+
+
+# State ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegisterChange:
+    name: str
+    component: int
+    size: int  # bytes
+    a: int | None  # None: the register is only in B
+    b: int | None
+    lanes: tuple[LaneChange, ...]  # the differing lanes; empty when one side has none
+
+    @property
+    def status(self) -> str:
+        if self.a is None:
+            return ONLY_B
+        if self.b is None:
+            return ONLY_A
+        return DIFFERENT
+
+
+@dataclass(frozen=True)
+class HeaderChange:
+    field: str  # format, size, xcr0, xcr0_source, xstate_bv, xcomp_bv, layout
+    a: str
+    b: str
+
+
+def header_values(image: XsaveImage) -> dict[str, str]:
+    """The header fields diff compares, as text."""
+    return {
+        "format": image.format,
+        "size": str(len(image.data)),
+        "xcr0": f"{image.xcr0:#x}",
+        "xcr0_source": image.xcr0_source,
+        "xstate_bv": f"{image.xstate_bv:#x}",
+        "xcomp_bv": f"{image.xcomp_bv:#x}",
+        "layout": image.layout.source,
+    }
+
+
+def compare_headers(a: XsaveImage, b: XsaveImage) -> tuple[HeaderChange, ...]:
+    """The header fields that differ. Layouts differ when they place or size a component
+    differently, not merely because each names its own source (two cores' notes)."""
+    fa, fb = header_values(a), header_values(b)
+    same_layout = a.layout.components == b.layout.components
+    return tuple(
+        HeaderChange(k, fa[k], fb[k])
+        for k in fa
+        if fa[k] != fb[k] and not (k == "layout" and same_layout)
+    )
+
+
+def compare_registers(
+    a: XsaveImage, b: XsaveImage, kind: str = DEFAULT_LANES, patterns: Sequence[str] = ()
+) -> tuple[RegisterChange, ...]:
+    """Registers whose values differ, and those only one image has, in A's order then
+    B's."""
+    regs_a = {r.name: r for r in select(registers(a), patterns)}
+    regs_b = {r.name: r for r in select(registers(b), patterns)}
+    changes = []
+    for name in regs_a | regs_b:  # A's names in A's order, then those only B has
+        ra, rb = regs_a.get(name), regs_b.get(name)
+        if ra is not None and rb is not None:
+            if ra.value != rb.value:
+                size = max(ra.size, rb.size)
+                lanes = lane_changes(ra.value, rb.value, size, kind)
+                changes.append(RegisterChange(name, ra.component, size, ra.value, rb.value, lanes))
+        elif ra is not None:
+            changes.append(RegisterChange(name, ra.component, ra.size, ra.value, None, ()))
+        elif rb is not None:
+            changes.append(RegisterChange(name, rb.component, rb.size, None, rb.value, ()))
+    return tuple(changes)
+
+
+# Raw -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Place:
+    """What a byte of an image is: its component (None for the header and reserved
+    bytes), the field it is part of, and the gdb register it shows in, if any."""
+
+    component: int | None
+    field: str
+    register: str | None
+
+    @property
+    def component_name(self) -> str | None:
+        return None if self.component is None else component(self.component).name
+
+    def describe(self) -> str:
+        owner = "" if self.component_name is None else f"{self.component_name} "
+        register = f" ({self.register})" if self.register and self.register != self.field else ""
+        return f"{owner}{self.field}{register}"
+
+
+PAST_END = Place(None, "past the end", None)
+GAP = Place(None, "no component", None)
+
+
+def _legacy_places(long_mode: bool) -> list[tuple[int, int, Place]]:
+    """SDM vol. 1 tables 10-2 and 10-3: the legacy region, byte ranges to places."""
+    if long_mode:  # 64-bit FIP and FDP: gdb shows their upper halves as fiseg and foseg
+        pointers: list[tuple[int, int, str, str | None]] = [
+            (at.FIP, at.FIP + 4, "FIP", "fioff"),
+            (at.FIP + 4, at.FDP, "FIP", "fiseg"),
+            (at.FDP, at.FDP + 4, "FDP", "fooff"),
+            (at.FDP + 4, at.MXCSR, "FDP", "foseg"),
+        ]
+    else:
+        pointers = [
+            (at.FIP, at.FCS_32, "FIP", "fioff"),
+            (at.FCS_32, at.FCS_32 + 2, "FCS", "fiseg"),
+            (at.FCS_32 + 2, at.FDP, "reserved", None),
+            (at.FDP, at.FDS_32, "FDP", "fooff"),
+            (at.FDS_32, at.FDS_32 + 2, "FDS", "foseg"),
+            (at.FDS_32 + 2, at.MXCSR, "reserved", None),
+        ]
+    x87 = [
+        (at.FCW, at.FSW, "FCW", "fctrl"),
+        (at.FSW, at.ABRIDGED_FTW, "FSW", "fstat"),
+        (at.ABRIDGED_FTW, at.ABRIDGED_FTW + 1, "abridged FTW", "ftag"),
+        (at.ABRIDGED_FTW + 1, at.FOP, "reserved", None),
+        (at.FOP, at.FIP, "FOP", "fop"),
+        *pointers,
+    ]
+    out = [(start, end, Place(0, name, reg)) for start, end, name, reg in x87]
+    out += [
+        (at.MXCSR, at.MXCSR_MASK, Place(1, "MXCSR", "mxcsr")),
+        (at.MXCSR_MASK, at.ST0, Place(1, "MXCSR_MASK", None)),
+    ]
+    for i in range(8):
+        st = at.ST0 + at.ST_STRIDE * i
+        out.append((st, st + 10, Place(0, f"st{i}", f"st{i}")))
+        out.append((st + 10, st + at.ST_STRIDE, Place(0, f"st{i} padding", None)))
+    for i in range(16):
+        xmm = at.XMM0 + 16 * i
+        place = Place(1, f"xmm{i}", f"xmm{i}") if long_mode or i < 8 else Place(1, "reserved", None)
+        out.append((xmm, xmm + 16, place))
+    out.append((at.XMM0 + 16 * 16, at.SW_BYTES, Place(None, "reserved", None)))
+    out.append((at.SW_BYTES, LEGACY_SIZE, Place(None, "software-reserved", None)))
+    return out
+
+
+_HEADER_PLACES = [
+    (at.XSTATE_BV, at.XCOMP_BV, Place(None, "XSTATE_BV", None)),
+    (at.XCOMP_BV, at.HEADER_RESERVED, Place(None, "XCOMP_BV", None)),
+    (at.HEADER_RESERVED, EXTENDED_START, Place(None, "reserved header", None)),
+]
+
+
+def _field_register(component_id: int, field: str) -> str:
+    """The gdb register a component field shows in: ymm3h is the upper half of ymm3,
+    zmm3h the upper half of zmm3; other fields are registers of their own name."""
+    if component_id in (2, 6) and field.endswith("h"):
+        return field[:-1]
+    return field
+
+
+def byte_places(image: XsaveImage) -> list[Place]:
+    """The place of every byte of the image."""
+    places = [GAP] * len(image.data)
+
+    def fill(start: int, end: int, place: Place) -> None:
+        end = min(end, len(places))
+        places[start:end] = [place] * max(0, end - start)
+
+    for start, end, place in _legacy_places(image.long_mode):
+        fill(start, end, place)
+    if image.format == FXSAVE:
+        return places
+    for start, end, place in _HEADER_PLACES:
+        fill(start, end, place)
+    for i, offset in image.offsets.items():
+        if i < 2:
+            continue
+        comp = component(i)
+        size = image.size_of(i)
+        fill(offset, offset + size, Place(i, f"{comp.name} bytes", None))
+        for f in comp.fields:
+            if f.offset + f.size <= size:
+                register = _field_register(i, f.name)
+                fill(offset + f.offset, offset + f.offset + f.size, Place(i, f.name, register))
+    return places
+
+
+@dataclass(frozen=True)
+class ByteRun:
+    """Adjacent differing bytes that share their places in both images."""
+
+    offset: int
+    a: bytes  # shorter than b where A ends first
+    b: bytes
+    a_place: Place
+    b_place: Place
+
+    @property
+    def length(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def registers(self) -> set[str]:
+        return {p.register for p in (self.a_place, self.b_place) if p.register}
+
+
+def compare_bytes(
+    a: XsaveImage, b: XsaveImage, patterns: Sequence[str] = ()
+) -> tuple[ByteRun, ...]:
+    places_a, places_b = byte_places(a), byte_places(b)
+    runs: list[ByteRun] = []
+    for offset in range(max(len(a.data), len(b.data))):
+        byte_a = a.data[offset : offset + 1]
+        byte_b = b.data[offset : offset + 1]
+        if byte_a == byte_b:
+            continue
+        place_a = places_a[offset] if byte_a else PAST_END
+        place_b = places_b[offset] if byte_b else PAST_END
+        last = runs[-1] if runs else None
+        if (
+            last is not None
+            and last.offset + last.length == offset
+            and (last.a_place, last.b_place) == (place_a, place_b)
+        ):
+            runs[-1] = ByteRun(last.offset, last.a + byte_a, last.b + byte_b, place_a, place_b)
+        else:
+            runs.append(ByteRun(offset, byte_a, byte_b, place_a, place_b))
+    if patterns:
+        runs = [
+            r
+            for r in runs
+            if any(fnmatch.fnmatchcase(n, p) for n in r.registers() for p in patterns)
+        ]
+    return tuple(runs)
+
+
+# Pairs and sources ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ThreadDiff:
+    a: XsaveImage | None  # None: a thread only B has
+    b: XsaveImage | None
+    header: tuple[HeaderChange, ...] = ()
+    registers: tuple[RegisterChange, ...] = ()
+    bytes: tuple[ByteRun, ...] = ()
+
+    @property
+    def status(self) -> str:
+        if self.a is None:
+            return ONLY_B
+        if self.b is None:
+            return ONLY_A
+        return DIFFERENT if self.registers or self.bytes else SAME
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    a: SourceResult
+    b: SourceResult
+    mode: str  # state | raw
+    lanes: str
+    patterns: tuple[str, ...]
+    pairs: tuple[ThreadDiff, ...]
+
+    @property
+    def same(self) -> bool:
+        return all(p.status == SAME for p in self.pairs)
+
+
+def _thread(source: SourceResult, tid: int) -> XsaveImage:
+    found = [image for image in source.images if image.tid == tid]
+    if found:
+        return found[0]
+    known = [str(i.tid) for i in source.images if i.tid is not None]
+    if not known:
+        raise InputError(source.name, f"--pair names thread {tid}, but this source has no threads")
+    raise InputError(source.name, f"no thread {tid} (threads: {', '.join(known)})")
+
+
+def pair_threads(
+    a: SourceResult, b: SourceResult, pairs: Sequence[tuple[int, int]] = ()
+) -> list[tuple[XsaveImage | None, XsaveImage | None]]:
+    """By position, or only the pairs named (TID_A, TID_B)."""
+    if not pairs:
+        return list(zip_longest(a.images, b.images))
+    return [(_thread(a, tid_a), _thread(b, tid_b)) for tid_a, tid_b in pairs]
+
+
+def diff_images(
+    a: XsaveImage,
+    b: XsaveImage,
+    *,
+    lanes: str = DEFAULT_LANES,
+    patterns: Sequence[str] = (),
+    raw: bool = False,
+) -> ThreadDiff:
+    if raw:
+        return ThreadDiff(a, b, compare_headers(a, b), bytes=compare_bytes(a, b, patterns))
+    return ThreadDiff(a, b, compare_headers(a, b), compare_registers(a, b, lanes, patterns))
+
+
+def diff_sources(
+    a: SourceResult,
+    b: SourceResult,
+    *,
+    lanes: str = DEFAULT_LANES,
+    patterns: Sequence[str] = (),
+    raw: bool = False,
+    pairs: Sequence[tuple[int, int]] = (),
+) -> DiffResult:
+    if lanes not in LANES:
+        raise ValueError(f"lanes {lanes!r}: one of {', '.join(LANES)}")
+    diffs = [
+        ThreadDiff(x, y)
+        if x is None or y is None
+        else diff_images(x, y, lanes=lanes, patterns=patterns, raw=raw)
+        for x, y in pair_threads(a, b, pairs)
+    ]
+    return DiffResult(a, b, RAW if raw else STATE, lanes, tuple(patterns), tuple(diffs))

@@ -1,0 +1,322 @@
+"""Rendering of `xcr0tool diff` results: JSON, plain text for pipes, rich on a terminal.
+
+JSON schema (`xcr0tool diff --json`):
+
+    {
+      "a": {"source": str, "kind": str, "threads": int},
+      "b": {"source": str, "kind": str, "threads": int},
+      "mode": "state" | "raw",
+      "lanes": "u8" | "u16" | "u32" | "u64" | "f32" | "f64",
+      "registers_filter": [str, ...],          # the --reg globs, [] for all
+      "same": bool,                            # exit status 0 exactly when true
+      "pairs": [
+        {
+          "status": "same" | "different" | "only-a" | "only-b",
+          "a": IMAGE | null,                   # null: a thread only B has
+          "b": IMAGE | null,
+          "header": [{"field": str, "a": str, "b": str}, ...],
+              # fields that differ, of: format, size, xcr0, xcr0_source, xstate_bv,
+              # xcomp_bv, layout; masks as "0x..." hex
+          "registers": [                       # mode "state": differing registers
+            {"name": str, "component": int, "size": int,
+             "status": "different" | "only-a" | "only-b",
+             "a": "0x..." | null, "b": "0x..." | null,
+             "lanes": [{"index": int, "a": str, "b": str}, ...]}
+                 # differing lanes, 0 the lowest; hex digits, or floats for f32/f64
+          ],
+          "bytes": [                           # mode "raw": runs of differing bytes
+            {"offset": int, "length": int,
+             "a": "hex bytes in memory order" , "b": "...",   # "" past the end
+             "a_place": PLACE, "b_place": PLACE}
+          ]
+        }
+      ]
+    }
+    IMAGE = {"origin": str, "tid": int | null, "format": str, "size": int,
+             "xcr0": "0x...", "xstate_bv": "0x...", "xcomp_bv": "0x...", "layout": str}
+    PLACE = {"component": int | null, "component_name": str | null,
+             "field": str, "register": str | null}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from xcr0tool.arch.components import describe_mask
+from xcr0tool.model.image import XsaveImage
+from xcr0tool.ops.diff import (
+    DIFFERENT,
+    ONLY_A,
+    ONLY_B,
+    RAW,
+    SAME,
+    ByteRun,
+    DiffResult,
+    Place,
+    RegisterChange,
+    ThreadDiff,
+    format_lane,
+    lane_widths,
+    lanes_of,
+)
+from xcr0tool.sources.open import SourceResult
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+STATUS_TEXT = {SAME: "same", DIFFERENT: "different", ONLY_A: "only in A", ONLY_B: "only in B"}
+
+
+# JSON ----------------------------------------------------------------------------------
+def _source_json(source: SourceResult) -> dict[str, object]:
+    return {"source": source.name, "kind": source.kind, "threads": len(source.images)}
+
+
+def _image_json(image: XsaveImage | None) -> dict[str, object] | None:
+    if image is None:
+        return None
+    return {
+        "origin": image.origin,
+        "tid": image.tid,
+        "format": image.format,
+        "size": len(image.data),
+        "xcr0": hex(image.xcr0),
+        "xstate_bv": hex(image.xstate_bv),
+        "xcomp_bv": hex(image.xcomp_bv),
+        "layout": image.layout.source,
+    }
+
+
+def _place_json(place: Place) -> dict[str, object]:
+    return {
+        "component": place.component,
+        "component_name": place.component_name,
+        "field": place.field,
+        "register": place.register,
+    }
+
+
+def _register_json(change: RegisterChange) -> dict[str, object]:
+    return {
+        "name": change.name,
+        "component": change.component,
+        "size": change.size,
+        "status": change.status,
+        "a": None if change.a is None else hex(change.a),
+        "b": None if change.b is None else hex(change.b),
+        "lanes": [{"index": c.index, "a": c.a, "b": c.b} for c in change.lanes],
+    }
+
+
+def _run_json(run: ByteRun) -> dict[str, object]:
+    return {
+        "offset": run.offset,
+        "length": run.length,
+        "a": run.a.hex(),
+        "b": run.b.hex(),
+        "a_place": _place_json(run.a_place),
+        "b_place": _place_json(run.b_place),
+    }
+
+
+def diff_json(result: DiffResult) -> dict[str, object]:
+    return {
+        "a": _source_json(result.a),
+        "b": _source_json(result.b),
+        "mode": result.mode,
+        "lanes": result.lanes,
+        "registers_filter": list(result.patterns),
+        "same": result.same,
+        "pairs": [
+            {
+                "status": pair.status,
+                "a": _image_json(pair.a),
+                "b": _image_json(pair.b),
+                "header": [{"field": h.field, "a": h.a, "b": h.b} for h in pair.header],
+                "registers": [_register_json(r) for r in pair.registers],
+                "bytes": [_run_json(r) for r in pair.bytes],
+            }
+            for pair in result.pairs
+        ],
+    }
+
+
+# Shared by text and rich -------------------------------------------------------------------
+def describe_header_value(field: str, value: str) -> str:
+    """A header value with the component names of a mask."""
+    if field in ("xcr0", "xstate_bv", "xcomp_bv"):
+        return f"{value} ({describe_mask(int(value, 16))})"
+    return value
+
+
+def _lane_texts(value: int, size: int, kind: str) -> list[str]:
+    """The register's lanes in the view asked for, lane 0 first."""
+    widths = lane_widths(size, kind)
+    return [
+        format_lane(lane, width, kind)
+        for lane, width in zip(lanes_of(value, size, kind), widths, strict=True)
+    ]
+
+
+def aligned_cells(change: RegisterChange, kind: str) -> tuple[list[str], list[str]]:
+    """A's and B's lanes, the highest first (as a hex number reads), each column padded
+    to the wider of the two, differing lanes in brackets."""
+    assert change.a is not None and change.b is not None
+    changed = {c.index for c in change.lanes}
+    texts_a = _lane_texts(change.a, change.size, kind)
+    texts_b = _lane_texts(change.b, change.size, kind)
+    out_a, out_b = [], []
+    for i in reversed(range(len(texts_a))):
+        text_a, text_b = texts_a[i], texts_b[i]
+        if i in changed:
+            text_a, text_b = f"[{text_a}]", f"[{text_b}]"
+        width = max(len(text_a), len(text_b))
+        out_a.append(text_a.rjust(width))
+        out_b.append(text_b.rjust(width))
+    return out_a, out_b
+
+
+def _side(image: XsaveImage | None) -> str:
+    if image is None:
+        return "-"
+    return f"thread {image.tid}" if image.tid is not None else image.origin
+
+
+def pair_title(pair: ThreadDiff) -> str:
+    return f"{_side(pair.a)} | {_side(pair.b)}: {STATUS_TEXT[pair.status]}"
+
+
+def _source_line(label: str, source: SourceResult) -> str:
+    count = len(source.images)
+    return f"{label}: {source.name} ({source.kind}, {count} thread{'s' if count != 1 else ''})"
+
+
+def _intro(result: DiffResult) -> list[str]:
+    lines = [_source_line("A", result.a), _source_line("B", result.b)]
+    if result.mode == RAW:
+        lines.append("compared: bytes at the same offsets")
+    else:
+        lines.append(
+            f"compared: registers, lanes {result.lanes} (lane 0 rightmost; [..] marks a"
+            " differing lane)"
+        )
+    if result.patterns:
+        lines.append(f"registers: {' '.join(result.patterns)}")
+    return lines
+
+
+def _summary(result: DiffResult) -> str:
+    if result.same:
+        return "same"
+    differing = sum(1 for p in result.pairs if p.status != SAME)
+    return f"different: {differing} of {len(result.pairs)} thread pairs"
+
+
+def _place_text(run: ByteRun) -> str:
+    if run.a_place == run.b_place:
+        return run.a_place.describe()
+    return f"A: {run.a_place.describe()} / B: {run.b_place.describe()}"
+
+
+# Text ----------------------------------------------------------------------------------
+def _register_lines(change: RegisterChange, kind: str, width: int) -> list[str]:
+    if change.a is None or change.b is None:
+        value = change.b if change.a is None else change.a
+        return [f"    {change.name:<{width}} {STATUS_TEXT[change.status]}: {value:#x}"]
+    cells_a, cells_b = aligned_cells(change, kind)
+    return [
+        f"    {change.name:<{width}} A {' '.join(cells_a)}",
+        f"    {'':<{width}} B {' '.join(cells_b)}",
+    ]
+
+
+def diff_text(result: DiffResult) -> str:
+    lines = _intro(result)
+    for pair in result.pairs:
+        lines += ["", pair_title(pair)]
+        if pair.header:
+            lines.append("  header:")
+            for h in pair.header:
+                a = describe_header_value(h.field, h.a)
+                b = describe_header_value(h.field, h.b)
+                lines.append(f"    {h.field:<11} A {a}")
+                lines.append(f"    {'':<11} B {b}")
+        if pair.registers:
+            width = max(len(r.name) for r in pair.registers)
+            count = len(pair.registers)
+            lines.append(f"  {count} register{' differs' if count == 1 else 's differ'}:")
+            for change in pair.registers:
+                lines += _register_lines(change, result.lanes, width)
+        for run in pair.bytes:
+            end = run.offset + run.length - 1
+            lines.append(f"  bytes {run.offset}-{end} ({run.length}): {_place_text(run)}")
+            lines.append(f"    A {run.a.hex(' ') or 'past the end'}")
+            lines.append(f"    B {run.b.hex(' ') or 'past the end'}")
+    lines += ["", _summary(result)]
+    return "\n".join(lines) + "\n"
+
+
+# Rich ----------------------------------------------------------------------------------
+def diff_rich(result: DiffResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from xcr0tool.files.output import console
+
+    out = console()
+    for line in _intro(result):
+        out.print(Text(line))
+    for pair in result.pairs:
+        out.print()
+        style = "green" if pair.status == SAME else "red"
+        out.rule(Text(pair_title(pair), style=f"bold {style}"))
+        if pair.header:
+            table = Table("header", "A", "B", box=None, padding=(0, 1))
+            for h in pair.header:
+                table.add_row(
+                    h.field,
+                    describe_header_value(h.field, h.a),
+                    describe_header_value(h.field, h.b),
+                )
+            out.print(table)
+        if pair.registers:
+            width = max(len(r.name) for r in pair.registers)
+            for change in pair.registers:
+                for styled in _rich_register_lines(change, result.lanes, width):
+                    out.print(styled, soft_wrap=True)
+        if pair.bytes:
+            table = Table("bytes", "place", "A", "B", box=None, padding=(0, 1))
+            for run in pair.bytes:
+                table.add_row(
+                    f"{run.offset}-{run.offset + run.length - 1}",
+                    _place_text(run),
+                    Text(run.a.hex(" ") or "past the end", style="red"),
+                    Text(run.b.hex(" ") or "past the end", style="green"),
+                )
+            out.print(table)
+    out.print()
+    out.print(Text(_summary(result), style="bold green" if result.same else "bold red"))
+
+
+def _rich_register_lines(change: RegisterChange, kind: str, width: int) -> list[Text]:
+    """The plain-text lines of a register, with differing lanes in colour."""
+    from rich.text import Text
+
+    def start(label: str) -> Text:
+        text = Text("    ")
+        text.append(f"{change.name if label != 'B' else '':<{width}}", style="bold")
+        text.append(f" {label} " if label else " ")
+        return text
+
+    if change.a is None or change.b is None:
+        value = change.b if change.a is None else change.a
+        return [start("") + Text(f"{STATUS_TEXT[change.status]}: {value:#x}")]
+    lines = []
+    cells_a, cells_b = aligned_cells(change, kind)
+    for label, cells, style in (("A", cells_a, "red"), ("B", cells_b, "green")):
+        text = start(label)
+        for i, cell in enumerate(cells):
+            text.append(" " if i else "")
+            text.append(cell, style=f"bold {style}" if "[" in cell else "")
+        lines.append(text)
+    return lines

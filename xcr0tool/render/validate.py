@@ -1,0 +1,176 @@
+"""Rendering of `xcr0tool validate` reports: JSON, plain text for pipes, rich on a terminal.
+
+JSON schema (`xcr0tool validate --json`):
+
+    {
+      "check": "cpu" | "linux-ptrace" | "sigreturn",     # what --as asked
+      "accepted": bool,                                  # exit status 0 exactly when true
+      "images": [
+        {
+          "origin": str, "tid": int | null, "size": int,
+          "format": "standard" | "compacted" | "fxsave",
+          "verdict": "accepted" | "would fault" | "rejected",
+          "accepted": bool,
+          "instruction": "xrstor" | "xrstors" | "fxrstor",   # what finally loads it
+          "xcr0": "0x...", "xcr0_source": str,
+          "xss": "0x...", "xss_source": str,
+          "rfbm": "0x...",                                # EDX:EAX as used
+          "mxcsr_mask": "0x...", "mxcsr_mask_source": str,
+          "user_size": int | null, "user_size_source": str,
+          "notes": [str, ...],
+          "findings": [
+            {"rule": str, "severity": "fault" | "reject" | "warning",
+             "offset": int | null,                        # byte offset in the image
+             "value": str | null,                         # what is there
+             "message": str, "source": str}              # source: SDM section / kernel function
+          ]
+        }
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xcr0tool.arch.components import describe_mask
+from xcr0tool.model.image import COMPACTED, FXSAVE, STANDARD
+from xcr0tool.ops.validate import (
+    ALL_ONES,
+    CPU,
+    FAULT,
+    LINUX_PTRACE,
+    REJECT,
+    SIGRETURN,
+    WARNING,
+    XRSTORS,
+    Finding,
+    Report,
+    Subject,
+)
+
+SEVERITY_STYLE = {FAULT: "bold red", REJECT: "bold red", WARNING: "yellow"}
+
+
+def _format(subject: Subject) -> str:
+    if subject.fxsave_only:
+        return FXSAVE
+    return COMPACTED if subject.compacted else STANDARD
+
+
+def _all_accepted(items: Sequence[tuple[Subject, Report]]) -> bool:
+    return all(report.accepted for _, report in items)
+
+
+def validate_json(check: str, items: Sequence[tuple[Subject, Report]]) -> dict[str, object]:
+    return {
+        "check": check,
+        "accepted": _all_accepted(items),
+        "images": [
+            {
+                "origin": report.origin,
+                "tid": None if subject.image is None else subject.image.tid,
+                "size": len(subject.data),
+                "format": _format(subject),
+                "verdict": report.verdict,
+                "accepted": report.accepted,
+                "instruction": report.target.instruction,
+                "xcr0": hex(report.target.xcr0),
+                "xcr0_source": report.target.xcr0_source,
+                "xss": hex(report.target.xss),
+                "xss_source": report.target.xss_source,
+                "rfbm": hex(report.target.rfbm),
+                "mxcsr_mask": hex(report.target.mxcsr_mask),
+                "mxcsr_mask_source": report.target.mxcsr_mask_source,
+                "user_size": report.target.user_size,
+                "user_size_source": report.target.user_size_source,
+                "notes": list(report.notes),
+                "findings": [
+                    {
+                        "rule": f.rule,
+                        "severity": f.severity,
+                        "offset": f.offset,
+                        "value": f.value,
+                        "message": f.message,
+                        "source": f.source,
+                    }
+                    for f in report.findings
+                ],
+            }
+            for subject, report in items
+        ],
+    }
+
+
+def _context(subject: Subject, report: Report) -> list[str]:
+    t = report.target
+    by = {
+        LINUX_PTRACE: "taken by PTRACE_SETREGSET (NT_X86_XSTATE)",
+        SIGRETURN: f"taken by rt_sigreturn, loaded by {t.instruction.upper()}",
+    }.get(t.check, f"loaded by {t.instruction.upper()}")
+    lines = [
+        f"{_format(subject)}, {len(subject.data)} bytes; {by}",
+        f"XCR0 {t.xcr0:#x} ({describe_mask(t.xcr0)}): {t.xcr0_source}",
+        f"MXCSR_MASK {t.mxcsr_mask:#x}: {t.mxcsr_mask_source}",
+    ]
+    if t.rfbm != ALL_ONES:
+        lines.append(f"RFBM {t.rfbm:#x}")
+    if t.instruction == XRSTORS:
+        lines.append(f"IA32_XSS {t.xss:#x}: {t.xss_source}")
+    if t.check != CPU and t.user_size is not None:
+        lines.append(f"user xstate size {t.user_size}: {t.user_size_source}")
+    return lines + list(report.notes)
+
+
+def _where(finding: Finding) -> str:
+    """A finding's place for its heading: ' (byte N, value V)', each part when known."""
+    parts = []
+    if finding.offset is not None:
+        parts.append(f"byte {finding.offset}")
+    if finding.value is not None:
+        parts.append(f"value {finding.value}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _summary(check: str, items: Sequence[tuple[Subject, Report]]) -> str:
+    bad = sum(1 for _, r in items if not r.accepted)
+    if not bad:
+        return "accepted"
+    return f"{bad} of {len(items)} image{'s' if len(items) != 1 else ''} not accepted ({check})"
+
+
+def validate_text(check: str, items: Sequence[tuple[Subject, Report]]) -> str:
+    lines: list[str] = []
+    for subject, report in items:
+        lines.append(f"{report.origin}: {report.verdict}")
+        lines += [f"  {line}" for line in _context(subject, report)]
+        for f in report.findings:
+            lines.append(f"  {f.severity} {f.rule}{_where(f)}: {f.message}")
+            lines.append(f"    rule: {f.source}")
+        lines.append("")
+    lines.append(_summary(check, items))
+    return "\n".join(lines) + "\n"
+
+
+def validate_rich(check: str, items: Sequence[tuple[Subject, Report]]) -> None:
+    from rich.text import Text
+
+    from xcr0tool.files.output import console
+
+    out = console()
+    for subject, report in items:
+        style = "bold green" if report.accepted else "bold red"
+        out.rule(Text(f"{report.origin}: {report.verdict}", style=style))
+        for line in _context(subject, report):
+            out.print(Text(f"  {line}", style="dim"))
+        for f in report.findings:
+            head = Text("  ")
+            head.append(f.severity, style=SEVERITY_STYLE.get(f.severity, ""))
+            head.append(f" {f.rule}", style="bold")
+            head.append(_where(f))
+            out.print(head)
+            out.print(Text(f"    {f.message}"))
+            out.print(Text(f"    rule: {f.source}", style="dim"))
+        out.print()
+    style = "bold green" if _all_accepted(items) else "bold red"
+    out.print(Text(_summary(check, items), style=style))

@@ -1,0 +1,89 @@
+"""Register value -> text a person reads: the decimal value of an 80-bit float, the
+fields of FSW and MXCSR, PKRU per key, the tile configuration. Presentation only: the
+values come from registers.py; nothing here parses an image."""
+
+from __future__ import annotations
+
+_MXCSR_FLAGS = (
+    ("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("DAZ", 6),
+    ("IM", 7), ("DM", 8), ("ZM", 9), ("OM", 10), ("UM", 11), ("PM", 12), ("FZ", 15),
+)  # fmt: skip
+_ROUNDING = ("nearest", "down", "up", "zero")
+_FSW_FLAGS = (
+    ("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("SF", 6), ("ES", 7),
+    ("C0", 8), ("C1", 9), ("C2", 10), ("C3", 14), ("B", 15),
+)  # fmt: skip
+_TAGS = ("valid", "zero", "special", "empty")
+
+
+def float80(raw: int) -> str:
+    """The decimal value of an x87 double-extended number, exactly as far as 20 digits go."""
+    sign = "-" if raw >> 79 & 1 else ""
+    exponent = raw >> 64 & 0x7FFF
+    significand = raw & ((1 << 64) - 1)
+    integer = significand >> 63
+    if exponent == 0x7FFF:
+        if significand & ((1 << 63) - 1) == 0:
+            return f"{sign}inf"
+        quiet = significand >> 62 & 1
+        return f"{sign}{'nan' if quiet else 'snan'}(0x{significand & ((1 << 62) - 1):x})"
+    if exponent == 0 and significand == 0:
+        return f"{sign}0"
+    from decimal import Decimal, getcontext  # only when an st register is shown
+
+    getcontext().prec = 21
+    value = Decimal(significand) * Decimal(2) ** (max(exponent, 1) - 16383 - 63)
+    text = f"{sign}{value.normalize():g}"
+    if exponent and not integer:
+        text += " (unnormal)"
+    elif not exponent:
+        text += " (denormal)"
+    return text
+
+
+def flags(value: int, table: tuple[tuple[str, int], ...]) -> str:
+    return " ".join(name for name, bit in table if value >> bit & 1)
+
+
+def describe(name: str, value: int) -> str:
+    """A short description of a register's value, or '' when the hex says it all."""
+    if name.startswith("st") and name[2:].isdigit():
+        return float80(value)
+    if name == "fstat":
+        return f"TOP={value >> 11 & 7} {flags(value, _FSW_FLAGS)}".rstrip()
+    if name == "fctrl":
+        precision = ("single", "reserved", "double", "extended")[value >> 8 & 3]
+        return (
+            f"{precision} precision, round {_ROUNDING[value >> 10 & 3]}, masks 0x{value & 0x3F:02x}"
+        )
+    if name == "ftag":
+        tags = [_TAGS[value >> (2 * i) & 3] for i in range(8)]
+        if all(t == "empty" for t in tags):
+            return "all empty"
+        return " ".join(f"R{i}:{t}" for i, t in enumerate(tags) if t != "empty")
+    if name == "mxcsr":
+        return f"[ {flags(value, _MXCSR_FLAGS)} ] round {_ROUNDING[value >> 13 & 3]}"
+    if name == "pkru":
+        keys = []
+        for key in range(16):
+            access, write = value >> (2 * key) & 1, value >> (2 * key + 1) & 1
+            if access or write:
+                keys.append(f"key{key}:{'AD' if access else ''}{'WD' if write else ''}")
+        return " ".join(keys) or "all keys allow access"
+    if name == "tilecfg":
+        return describe_tilecfg(value)
+    return ""
+
+
+def describe_tilecfg(value: int) -> str:
+    from xcr0tool.formats.xsave import xtilecfg
+
+    cfg = xtilecfg.parse(value.to_bytes(64, "little"))
+    if cfg.palette == 0:
+        return "palette 0 (tiles not configured)"
+    tiles = [
+        f"tmm{i}:{rows}x{colsb}B"
+        for i, (rows, colsb) in enumerate(zip(cfg.rows, cfg.colsb, strict=True))
+        if i < 8
+    ]
+    return f"palette {cfg.palette}, start_row {cfg.start_row}, " + " ".join(tiles)

@@ -1,0 +1,258 @@
+"""Input sources: turn what the user named into XSAVE images.
+
+    FILE         a raw XSAVE image (standard or compacted), or an ELF core (every thread)
+    FILE@TID     one thread of an ELF core
+    -            a raw image (or a core) on standard input
+    pid:N        every thread of a live process, through ptrace
+    self         XSAVE and XSAVEC snapshots of this tool's own thread
+
+Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note,
+then --layout FILE or NAME, then a guess from XCR0 and the image size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.files.input import check_readable_file, reason
+from xcr0tool.layouts.choose import build_image
+from xcr0tool.layouts.files import resolve_layout_option
+from xcr0tool.model.image import HostFallback, XsaveImage
+from xcr0tool.model.layout import Layout, layout_from_note
+
+if TYPE_CHECKING:
+    from xcr0tool.sources.elfcore import CoreFile
+
+ELF_MAGIC = b"\x7fELF"
+RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
+
+
+@dataclass
+class SourceResult:
+    name: str  # as the user named it
+    kind: str  # "raw", "elf-core", "process", "self"
+    images: list[XsaveImage]
+    layout: Layout | None  # the layout shared by all images (None if they differ)
+    details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
+    warnings: list[str] = field(default_factory=list)
+    # The whole core behind the images (not for CORE@TID), to rewrite. Its bytes are read
+    # from its file, which for a core piped in lasts only as long as opened_source's block.
+    core: CoreFile | None = None
+
+
+def split_thread(name: str) -> tuple[str, int | None]:
+    """'core.123@4242' -> ('core.123', 4242) when the whole name is not itself a file."""
+    path, sep, tid = name.rpartition("@")
+    if sep and tid.isdigit() and not os.path.exists(name):
+        return path, int(tid)
+    return name, None
+
+
+@contextmanager
+def _stdin_as_file() -> Iterator[tuple[str, bytes]]:
+    """Standard input, spooled to a temporary file only if it is an ELF core (cores may be
+    large; images are small and read whole)."""
+    stream = sys.stdin.buffer
+    head = stream.read(4)
+    if head != ELF_MAGIC:
+        yield "", head + stream.read(RAW_LIMIT)
+        return
+    with tempfile.NamedTemporaryFile(prefix="xcr0tool-stdin-", suffix=".core") as spool:
+        spool.write(head)
+        shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.flush()
+        yield spool.name, b""
+
+
+def open_source(
+    name: str,
+    *,
+    layout_option: str | None = None,
+    xcr0: int | None = None,
+    host_fallback: bool = True,
+) -> SourceResult:
+    """The images of a source, as SOURCE is documented in the CLI."""
+    with opened_source(
+        name, layout_option=layout_option, xcr0=xcr0, host_fallback=host_fallback
+    ) as result:
+        return result
+
+
+@contextmanager
+def opened_source(
+    name: str,
+    *,
+    layout_option: str | None = None,
+    xcr0: int | None = None,
+    host_fallback: bool = True,
+) -> Iterator[SourceResult]:
+    """open_source, with a core piped in kept spooled while the block lasts, so that the
+    result's core can be rewritten from it."""
+    explicit = resolve_layout_option(layout_option)
+    if name.startswith("pid:"):
+        yield _process(name, explicit, xcr0)
+        return
+    if name == "self":
+        yield _self(explicit)
+        return
+    if name == "-":
+        with _stdin_as_file() as (spool, piped):
+            if spool:
+                yield _core(spool, "<stdin>", None, explicit)
+            else:
+                yield _raw(piped, "<stdin>", explicit, xcr0, host_fallback)
+        return
+    path, tid = split_thread(name)
+    raw = read_input_file(path)
+    if raw is None:
+        yield _core(path, name, tid, explicit)
+        return
+    if tid is not None:
+        raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
+    yield _raw(raw, path, explicit, xcr0, host_fallback)
+
+
+def read_input_file(path: str) -> bytes | None:
+    """A raw image's bytes, read whole; None for an ELF file, which is read note by note
+    and never whole. Anything wrong is one line naming the file."""
+    check_readable_file(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ELF_MAGIC))
+            if head == ELF_MAGIC:
+                return None
+            data = head + handle.read(RAW_LIMIT)
+    except OSError as exc:
+        raise InputError(path, reason(exc)) from None
+    if len(data) > RAW_LIMIT:
+        raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
+    return data
+
+
+def _host_fallback() -> HostFallback | None:
+    try:
+        from xcr0tool.sources.cpu import xgetbv
+
+        return HostFallback(xgetbv(0), host_layout)
+    except XcrError:  # no XSAVE, not x86-64 Linux: the image must speak for itself
+        return None
+
+
+def _raw(
+    data: bytes, name: str, layout: Layout | None, xcr0: int | None, host_fallback: bool
+) -> SourceResult:
+    if data[:4] == ELF_MAGIC:
+        raise InputError(name, "an ELF file: pass it as a file, not through a pipe")
+    host = _host_fallback() if host_fallback and xcr0 is None and len(data) > 576 else None
+    image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host=host)
+    return SourceResult(name, "raw", [image], image.layout)
+
+
+def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    from xcr0tool.sources.elfcore import read_core
+
+    core = read_core(path, name)
+    warnings = []
+    layout = explicit
+    if core.xsave_layout is not None:
+        try:
+            layout = layout_from_note(core.xsave_layout, f"{name} NT_X86_XSAVE_LAYOUT note")
+        except LayoutError as exc:
+            raise InputError(name, str(exc).split(": ", 1)[-1]) from None
+        if explicit is not None:
+            warnings.append(
+                f"the layout given ({explicit.source}) is ignored: the core's"
+                " NT_X86_XSAVE_LAYOUT note takes precedence"
+            )
+    threads = _only_thread(core.threads, tid, name, "core")
+    long_mode = core.machine != "i386"
+    images = []
+    for thread in threads:
+        label = f"{name} thread {thread.tid}" if thread.tid is not None else name
+        data = thread.xstate if thread.xstate is not None else thread.fxsave
+        if data is None:
+            raise InputError(name, f"thread {thread.tid} has no NT_X86_XSTATE or NT_PRFPREG note")
+        images.append(
+            build_image(data, origin=label, layout=layout, tid=thread.tid, long_mode=long_mode)
+        )
+    if not images:
+        raise InputError(name, "no threads (no NT_PRSTATUS note)")
+    shared = images[0].layout if all(i.layout == images[0].layout for i in images) else None
+    details = {"machine": core.machine, "os": core.os, "class": f"ELF{core.elf_class}"}
+    whole = core if tid is None else None
+    return SourceResult(name, "elf-core", images, shared, details, warnings, whole)
+
+
+class _Thread(Protocol):
+    @property
+    def tid(self) -> int | None: ...
+
+
+ThreadT = TypeVar("ThreadT", bound=_Thread)
+
+
+def _only_thread(threads: list[ThreadT], tid: int | None, name: str, where: str) -> list[ThreadT]:
+    """All threads, or the one with this tid (one line naming the others if none)."""
+    if tid is None:
+        return threads
+    chosen = [t for t in threads if t.tid == tid]
+    if not chosen:
+        known = ", ".join(str(t.tid) for t in threads)
+        raise InputError(name, f"no thread {tid} in this {where} (threads: {known})")
+    return chosen
+
+
+def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult:
+    from xcr0tool.sources.ptrace import read_process_xstate
+
+    number, at, thread = name.removeprefix("pid:").partition("@")
+    if not number.isdigit() or (at and not thread.isdigit()):
+        raise InputError(
+            name, "expected pid:N or pid:N@TID, with N a process id and TID one of its threads"
+        )
+    notes: list[str] = []  # threads that came and went during the read
+    # Every thread is read and detached before any is chosen or decoded: an error below
+    # leaves nothing attached.
+    live = read_process_xstate(int(number), name, notes)
+    live = _only_thread(live, int(thread) if at else None, name, "process")
+    layout = layout or host_layout()
+    images = [
+        build_image(
+            t.xstate, origin=f"pid:{number} thread {t.tid}", layout=layout, tid=t.tid, xcr0=xcr0
+        )
+        for t in live
+    ]
+    return SourceResult(name, "process", images, layout, warnings=notes)
+
+
+def host_layout() -> Layout:
+    from xcr0tool.model.layout import layout_from_cpuid
+    from xcr0tool.sources.cpu import leaf_0d
+
+    return layout_from_cpuid(leaf_0d(), "this machine's CPUID leaf 0xD")
+
+
+def _self(layout: Layout | None) -> SourceResult:
+    from xcr0tool.sources.cpu import xgetbv, xsave_snapshot
+
+    layout = layout or host_layout()
+    xcr0 = xgetbv(0)
+    images = [
+        build_image(
+            xsave_snapshot(compacted=compacted),
+            origin=f"self ({instruction})",
+            layout=layout,
+            xcr0=xcr0,
+            xcr0_source="XGETBV",
+        )
+        for compacted, instruction in ((False, "XSAVE"), (True, "XSAVEC"))
+    ]
+    return SourceResult("self", "self", images, layout)
