@@ -15,16 +15,13 @@ bash lists the matches one a line, zsh's are recorded by a compadd wrapper. fish
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
 import select
 import shutil
 import struct
 import subprocess
 import sys
-import termios
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,6 +140,10 @@ class Terminal:
     """A shell on a pseudo-terminal, 200 columns wide so that no line scrolls sideways."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        import fcntl  # POSIX only, as bash and zsh are
+        import pty
+        import termios
+
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
         self.proc = subprocess.Popen(
