@@ -46,8 +46,16 @@ def decode(
     little-endian integer.
 
     SOURCE is a raw XSAVE image (standard or compacted), `-` for standard input, an ELF
-    core (every thread; CORE@TID for one), `pid:N` for a live process, or `self` for
-    this tool's own thread.
+    core (every thread; CORE@TID for one), `pid:N` for a live process, `self` for this
+    tool's own thread, an rr trace directory (every frame with XSAVE data, in the
+    recording machine's layout; TRACE@EVENT for one frame), or a CRIU image directory
+    (CRIUDIR@TID for one thread) or one core-TID.img.
+
+    \b
+    Examples:
+      xcr0tool decode core.4242 --reg 'zmm*'
+      xcr0tool decode ~/.local/share/rr/latest-trace@1234 --json
+      xcr0tool decode checkpoint/ --layout amd-zen4
     """
     from xcr0tool.render import image as render
     from xcr0tool.sources.open import open_source
