@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from xcr0tool.arch import legacy
 from xcr0tool.arch import offsets as at
-from xcr0tool.arch.components import BY_NAME, component, is_extended
+from xcr0tool.arch.components import BY_NAME, CATALOGUE, component, is_extended
 from xcr0tool.model.image import FCW_INIT, MXCSR_INIT, XsaveImage
 
 TAG_VALID, TAG_ZERO, TAG_SPECIAL, TAG_EMPTY = 0, 1, 2, 3
@@ -174,6 +174,22 @@ def _component_registers(image: XsaveImage, component_id: int) -> Iterator[Regis
     for field in comp.fields:
         if field.name in values:
             yield Register(field.name, values[field.name], field.size, component_id, in_use)
+
+
+def register_names() -> list[str]:
+    """Every name `registers` can give (what --reg matches), in its order for a 64-bit
+    image that holds every catalogue component."""
+    names = [name for _, name, _ in legacy.field("st").slots()]
+    names += list(legacy.X87_CONTROL_ORDER)
+    names += [name for _, name, _ in legacy.field("xmm").slots()] + ["mxcsr"]
+    names += [f.register_name for f in component(YMM).fields]
+    for comp in CATALOGUE:
+        if is_extended(comp.id) and not comp.vector_piece:
+            names += [f.name for f in comp.fields] if comp.fields else [comp.name]
+    names += [f.register_name for f in component(ZMM_HI256).fields]
+    hi16 = component(HI16_ZMM).fields
+    names += [width + f.register_name.removeprefix("zmm") for width, _ in _HI16_VIEWS for f in hi16]
+    return names
 
 
 def stale_registers(image: XsaveImage) -> list[Register]:

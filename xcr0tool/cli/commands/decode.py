@@ -7,11 +7,18 @@ from collections.abc import Sequence
 
 import click
 
-from xcr0tool.cli.options import MASK, json_option, layout_option, reg_option, with_thread
+from xcr0tool.cli.options import (
+    MASK,
+    complete_path,
+    json_option,
+    layout_option,
+    reg_option,
+    with_thread,
+)
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", shell_complete=complete_path)
 @reg_option
 @click.option("--thread", "tid", type=int, metavar="TID", help="Only this thread of a core.")
 @click.option("--xcr0", type=MASK, help="XCR0 of an image that carries none (raw XSAVE output).")

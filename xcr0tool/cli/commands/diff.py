@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from xcr0tool.cli.options import json_option, layout_option, reg_option
+from xcr0tool.cli.options import complete_path, json_option, layout_option, reg_option
 
 LANE_CHOICES = ("u8", "u16", "u32", "u64", "f32", "f64")  # diff.LANES, without importing it
 
@@ -30,8 +30,8 @@ class ThreadPair(click.ParamType):
 
 
 @click.command()
-@click.argument("source_a", metavar="A")
-@click.argument("source_b", metavar="B")
+@click.argument("source_a", metavar="A", shell_complete=complete_path)
+@click.argument("source_b", metavar="B", shell_complete=complete_path)
 @click.option(
     "--lanes",
     type=click.Choice(LANE_CHOICES),

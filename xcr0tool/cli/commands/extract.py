@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from xcr0tool.cli.options import layout_option, output_option, with_thread
+from xcr0tool.cli.options import complete_path, layout_option, output_option, with_thread
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", shell_complete=complete_path)
 @click.option(
     "--thread", "tid", type=int, metavar="TID", help="The thread to extract (default: the first)."
 )

@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from xcr0tool.cli.options import MASK, json_option, layout_option
+from xcr0tool.cli.options import MASK, complete_path, json_option, layout_option
 
 CHECK_CHOICES = ("cpu", "linux-ptrace", "sigreturn")  # validate.CHECKS, without importing it
 
 
 @click.command()
-@click.argument("image")
+@click.argument("image", shell_complete=complete_path)
 @click.option(
     "--xcr0", type=MASK, help="XCR0 to check against (default: the image's, else this machine's)."
 )
