@@ -128,6 +128,19 @@ static void handler(int sig, siginfo_t *info, void *context)
     else if (!strcmp(mode, "mxcsr")) put32(fp + 24, 0x1f80u | 1u << 31);
     else if (!strcmp(mode, "magic1-mxcsr")) { put32(fp + 24, 0x1f80u | 1u << 31); fp[464] ^= 1; }
     else if (!strcmp(mode, "xstate-bv")) fp[519] |= 0x40;
+    else if (!strcmp(mode, "xstate-size-xcr0")) {
+        /* xstate_size = the standard size of all of XCR0 (CPUID.(0xD,0).EBX), magic2
+         * there and not where it was: more than the task's fpstate->user_size where
+         * XCR0 has AMX tile data the task never asked for; the same size elsewhere. */
+        unsigned a0, b0, c0, d0;
+        __cpuid_count(0xd, 0, a0, b0, c0, d0);
+        put32(fp + xstate_size, 0);
+        xstate_size = b0;
+        extended_size = b0 + 4;
+        put32(fp + 480, xstate_size);
+        put32(fp + 468, extended_size);
+        put32(fp + xstate_size, 0x46505845u);
+    }
     size_t size = magic1 == 0x46505853 ? extended_size : 512;
     int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || write(fd, fp, size) != (ssize_t)size) _exit(4);
@@ -148,6 +161,13 @@ int main(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = handler;
     sa.sa_flags = SA_SIGINFO;
+    if (!strcmp(mode, "xstate-size-xcr0")) {
+        /* the handler writes past the frame: on an alternate stack with room above */
+        static unsigned char alt[1 << 18] __attribute__((aligned(64)));
+        stack_t ss = {.ss_sp = alt, .ss_size = sizeof alt / 2, .ss_flags = 0};
+        if (sigaltstack(&ss, NULL) != 0) return 5;
+        sa.sa_flags |= SA_ONSTACK;
+    }
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
     unsigned char upper[32] = {0};
@@ -368,6 +388,7 @@ VERDICT_OF = {"restored": "accepted", "reset": "rejected", "SIGSEGV": "would fau
         "mxcsr",
         "magic1-mxcsr",
         "xstate-bv",
+        "xstate-size-xcr0",
     ],
 )
 def test_sigreturn_matches_the_kernel(sigframe_program: Path, tmp_path: Path, mode: str) -> None:
@@ -419,7 +440,9 @@ def test_sigreturn_messages(sigframe_program: Path, tmp_path: Path) -> None:
     ]
 
     messages, _ = check(put(frame, 480, "<I", 512))
-    assert messages == [f"xstate_size 512 is below 576, the legacy region and header: {FX_ONLY}"]
+    assert messages == [
+        f"xstate_size 512 is below 576, the legacy region and XSAVE header: {FX_ONLY}"
+    ]
 
     big = extended + 64
     messages, out = check(put(frame, 480, "<I", big))
@@ -606,7 +629,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_directory(tmp_path: Path) -> None:
     line = one_line_error(run("validate", str(tmp_path)))
-    assert line == f"xcr0tool: {tmp_path}: is a directory, not an XSAVE image or a core"
+    assert line == (
+        f"xcr0tool: {tmp_path}: is a directory, not an rr trace (no version file) or a CRIU"
+        " image directory (no core-TID.img)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -625,9 +651,10 @@ def test_not_an_image(tmp_path: Path, data: bytes, problem: str) -> None:
 
 
 def test_elf_on_stdin() -> None:
-    # A piped ELF file is read as a core, as decode and diff read it.
+    # validate reads standard input with the one source reader: as decode does.
     line = one_line_error(run("validate", "-", stdin=b"\x7fELF" + bytes(1000)))
-    assert line == "xcr0tool: <stdin>: unknown ELF data encoding 0"
+    assert line == one_line_error(run("decode", "-", stdin=b"\x7fELF" + bytes(1000)))
+    assert line.startswith("xcr0tool: <stdin>: ")
 
 
 def test_thread_of_a_raw_image(tmp_path: Path) -> None:

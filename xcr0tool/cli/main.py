@@ -26,12 +26,14 @@ def cli(ctx: click.Context, traceback: bool) -> None:
       xcr0tool decode core.1234@1235 --reg 'zmm*'
       xcr0tool extract core.1234 | xcr0tool decode -
       xcr0tool layout --layout amd-zen4 --xcr0 0x2e7
+      xcr0tool compat core.1234 host             will its state fit this machine?
     """
     ctx.obj = {"traceback": traceback}
 
 
 def _register_commands() -> None:
     # Each command module imports only click; heavy modules load inside the commands.
+    from xcr0tool.cli.commands.compat import compat
     from xcr0tool.cli.commands.convert import convert
     from xcr0tool.cli.commands.decode import decode
     from xcr0tool.cli.commands.diff import diff
@@ -41,7 +43,7 @@ def _register_commands() -> None:
     from xcr0tool.cli.commands.mask import mask
     from xcr0tool.cli.commands.validate import validate
 
-    for command in (decode, extract, layout_command, convert, mask, diff, validate, host):
+    for command in (decode, extract, layout_command, convert, mask, diff, validate, host, compat):
         cli.add_command(command)
 
 

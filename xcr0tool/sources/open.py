@@ -2,12 +2,16 @@
 
     FILE         a raw XSAVE image (standard or compacted), or an ELF core (every thread)
     FILE@TID     one thread of an ELF core
+    TRACE        an rr trace directory: every frame with XSAVE data (TRACE@EVENT: one frame)
+    CRIUDIR      a CRIU image directory (CRIUDIR@TID: one thread), or one core-TID.img
     -            a raw image (or a core) on standard input
     pid:N        every thread of a live process, through ptrace
     self         XSAVE and XSAVEC snapshots of this tool's own thread
 
-Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note,
-then --layout FILE or NAME, then a guess from XCR0 and the image size.
+Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note
+(an rr trace's header CPUID), then --layout FILE or NAME, then a guess from XCR0 and the
+image size. CRIU images carry no layout: --layout, or this machine's when cpuinfo.img's
+sizes are its own (sources/criu.py).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from enum import Enum
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
-from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.arch.xcr0 import check_xcr0
+from xcr0tool.errors import HostUnavailable, InputError, LayoutError
 from xcr0tool.files.input import STDIN, FileInput, Input, open_input
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.files import resolve_layout_option
@@ -29,22 +35,36 @@ if TYPE_CHECKING:
     from xcr0tool.sources.elfcore import CoreFile
 
 ELF_MAGIC = b"\x7fELF"
+CRIU_HEAD = (0x54564319).to_bytes(4, "little")  # IMG_COMMON_MAGIC (formats/criu.py)
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
 # Outputs made from a live process's state are as private as the kernel's own cores,
 # which it creates with mode 0600 (fs/coredump.c, do_coredump).
 PROCESS_MODE = 0o600
 
 
+class SourceKind(str, Enum):
+    """What a source is (the JSON "kind")."""
+
+    RAW = "raw"
+    ELF_CORE = "elf-core"
+    PROCESS = "process"
+    SELF = "self"
+    RR_TRACE = "rr-trace"
+    CRIU = "criu-images"
+
+    __str__ = str.__str__
+
+
 @dataclass
 class SourceResult:
     name: str  # as the user named it
-    kind: str  # "raw", "elf-core", "process", "self"
+    kind: SourceKind
     images: list[XsaveImage]
     layout: Layout | None  # the layout shared by all images (None if they differ)
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
     warnings: list[str] = field(default_factory=list)
     # The whole core behind the images (not for CORE@TID), to rewrite. Its bytes are read
-    # from its input, which stays open only as long as opened_source's block.
+    # from its file, which for a core piped in lasts only as long as opened_source's block.
     core: CoreFile | None = None
     # The permission bits of the regular file behind the source (None: a pipe, nothing):
     # an output made from it is never more readable (files.output.write_output).
@@ -57,6 +77,90 @@ def split_thread(name: str) -> tuple[str, int | None]:
     if sep and tid.isdigit() and not os.path.exists(name):
         return path, int(tid)
     return name, None
+
+
+class RawInput(NamedTuple):  # NamedTuple, not a dataclass: cheaper to define at startup
+    """A raw image's bytes, as the one reader read them (a file, or standard input)."""
+
+    origin: str  # the file's name, or "<stdin>"
+    data: bytes
+    mode: int | None = None  # permission bits of the file it came from (None: a pipe)
+
+
+class NamedInput(NamedTuple):
+    """Any other source, opened by `images_of`: a core (`path`, a file or standard input
+    spooled) or a thread of one, an rr trace or CRIU directory, a CRIU image file, a
+    process, `self`."""
+
+    name: str
+    path: str
+    tid: int | None
+    kind: str = "core"  # core | directory | criu | process | self
+    # A core's input, open while opened_input's block lasts: a stream (standard input,
+    # a pipe, a compressed file) cannot be opened twice.
+    opened: Input | None = None
+
+
+@contextmanager
+def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
+    """The one reader of what the user named: a raw image's bytes (a file, `-`, a pipe,
+    compressed or not), read whole with a bound; a core, opened and read no further
+    than its first bytes (it stays open while the block lasts); anything else by
+    name."""
+    if name.startswith("pid:") or name == "self":
+        yield NamedInput(name, name, None, "process" if name != "self" else "self")
+        return
+    path, tid = (name, None) if name == "-" else split_thread(name)
+    if name != "-" and os.path.isdir(path):
+        yield NamedInput(name, path, tid, "directory")
+        return
+    opened = open_input(path)
+    try:
+        origin = STDIN if name == "-" else path
+        raw = _raw_bytes(opened)
+        if raw is None:
+            opened.name = STDIN if name == "-" else name  # errors name it as the user did
+            yield NamedInput(opened.name, path, tid, "core", opened)
+            return
+        if is_container(raw):
+            if not isinstance(opened, FileInput) or name == "-":
+                raise InputError(origin, "a CRIU image: pass its file or directory, not a pipe")
+            yield NamedInput(name, path, tid, "criu")
+            return
+        if tid is not None:
+            raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
+        yield RawInput(origin, raw, opened.mode)
+    finally:
+        opened.close()
+
+
+def _raw_bytes(opened: Input) -> bytes | None:
+    """A raw image's bytes, read whole (at most RAW_LIMIT); None for an ELF file, which
+    is read note by note and never whole."""
+    head = opened.read_upto(0, len(ELF_MAGIC))
+    if head == ELF_MAGIC:
+        return None
+    data = opened.read_upto(0, RAW_LIMIT + 1)
+    if len(data) > RAW_LIMIT:
+        what = "" if opened.kind in ("file", "stream") else f" decompressed ({opened.kind})"
+        raise InputError(
+            opened.name, f"over {RAW_LIMIT} bytes{what} and not an ELF core: not an XSAVE image"
+        )
+    return data
+
+
+def images_of(found: NamedInput, explicit: Layout | None, xcr0: int | None = None) -> SourceResult:
+    """The images of a core, a trace or CRIU directory, a CRIU image, a process or
+    `self`."""
+    if found.kind == "process":
+        return _process(found.name, explicit, xcr0)
+    if found.kind == "self":
+        return _self(explicit)
+    if found.kind == "directory":
+        return _directory(found.path, found.name, found.tid, explicit)
+    if found.kind == "criu":
+        return _criu(found.path, found.name, found.tid, explicit)
+    return _core(found, explicit)
 
 
 def open_source(
@@ -81,123 +185,90 @@ def opened_source(
     xcr0: int | None = None,
     host_fallback: bool = True,
 ) -> Iterator[SourceResult]:
-    """open_source, with the input kept open while the block lasts, so that the
-    result's core can be rewritten from it (a stream cannot be opened twice)."""
+    """open_source, with the input kept open while the block lasts, so that the result's
+    core can be rewritten from it (a stream cannot be opened twice)."""
+    if xcr0 is not None:
+        check_xcr0(xcr0)  # refused before any input is read, alike in every command
     explicit = resolve_layout_option(layout_option)
-    if name.startswith("pid:"):
-        yield _process(name, explicit, xcr0)
-        return
-    if name == "self":
-        yield _self(explicit)
-        return
-    path, tid = (name, None) if name == "-" else split_thread(name)
-    with _input(path) as opened:
-        label = STDIN if name == "-" else name
-        raw = _raw_bytes(opened)
-        if raw is None:
-            opened.name = label  # errors name the core as the user did (CORE@TID)
-            yield _core(opened, label, tid, explicit)
-            return
-        if tid is not None:
-            raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
-        result = _raw(raw, opened.name, explicit, xcr0, host_fallback)
-        result.file_mode = opened.mode
-        yield result
-
-
-# Inputs opened by raw_input_bytes and found to be cores, when they cannot be opened
-# again (standard input, a pipe): open_source takes them from here.
-_peeked: dict[str, Input] = {}
-
-
-@contextmanager
-def _input(path: str) -> Iterator[Input]:
-    opened = _peeked.pop(path, None) or open_input(path)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-def _raw_bytes(opened: Input) -> bytes | None:
-    """A raw image's bytes, read whole (at most RAW_LIMIT); None for an ELF file, which
-    is read note by note and never whole."""
-    head = opened.read_upto(0, len(ELF_MAGIC))
-    if head == ELF_MAGIC:
-        return None
-    data = opened.read_upto(0, RAW_LIMIT + 1)
-    if len(data) > RAW_LIMIT:
-        what = (
-            "and not an ELF core"
-            if opened.kind in ("file", "stream")
-            else (f"decompressed ({opened.kind}), and not an ELF core")
-        )
-        raise InputError(opened.name, f"over {RAW_LIMIT} bytes {what}: not an XSAVE image")
-    return data
+    with opened_input(name) as found:
+        if isinstance(found, RawInput):
+            result = _raw(found.data, found.origin, explicit, xcr0, host_fallback)
+            result.file_mode = found.mode
+            yield result
+        else:
+            yield images_of(found, explicit, xcr0)
 
 
 def read_input_file(path: str) -> bytes | None:
-    """A raw image's bytes, read whole; None for an ELF core, which is read note by note
-    and never whole. `-` is standard input. Anything wrong is one line naming the input.
-    A core on a stream is kept open for open_source to read."""
-    opened = _peeked.pop(path, None) or open_input(path)
-    try:
-        data = _raw_bytes(opened)
-    except BaseException:
-        opened.close()
-        raise
-    if data is None and not isinstance(opened, FileInput):
-        _peeked[path] = opened
-    else:
-        opened.close()
-    return data
+    """A raw image's bytes, read whole; None for an ELF file, which is read note by note
+    and never whole. Anything wrong is one line naming the file."""
+    with open_input(path) as opened:
+        return _raw_bytes(opened)
 
 
-def raw_input_bytes(name: str) -> tuple[str, bytes] | None:
-    """The origin and bytes of a raw image SOURCE names (a file, a stream, `-`); None
-    for what open_source reads itself: a core (kept open if it cannot be opened again),
-    a thread of one, a process, self, a name that is not a file (it says what is
-    wrong)."""
-    if name.startswith("pid:") or name == "self":
-        return None
-    if name != "-" and (split_thread(name)[1] is not None or not os.path.exists(name)):
-        return None
-    if name != "-" and os.path.isdir(name):
-        return None
-    data = read_input_file(name)
-    return None if data is None else (STDIN if name == "-" else name, data)
+def is_container(data: bytes) -> bool:
+    """Bytes of a file that open_source reads as something other than a raw image (a CRIU
+    image); ELF cores are told apart by read_input_file. The magic is compared here, not
+    through sources.criu, so that a raw image's decode imports nothing of CRIU's."""
+    return data[:4] == CRIU_HEAD
 
 
-def _host_fallback() -> HostFallback | None:
+def _directory(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    """An rr trace directory or a CRIU image directory; `tid` is TRACE@EVENT's frame index
+    or CRIUDIR@TID's thread."""
+    from xcr0tool.sources.criu import is_criu_dir
+    from xcr0tool.sources.rrtrace import is_trace_dir, trace_images
+
+    if is_trace_dir(path):
+        images, layout, details, warnings = trace_images(path, name, tid, explicit)
+        return SourceResult(name, SourceKind.RR_TRACE, images, layout, details, warnings)
+    if is_criu_dir(path):
+        return _criu(path, name, tid, explicit)
+    raise InputError(
+        path,
+        "is a directory, not an rr trace (no version file) or a CRIU image directory"
+        " (no core-TID.img)",
+    )
+
+
+def _criu(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    from xcr0tool.sources.criu import criu_images
+
+    images, layout, details, warnings = criu_images(path, name, tid, explicit)
+    return SourceResult(name, SourceKind.CRIU, images, layout, details, warnings)
+
+
+def host_fallback() -> HostFallback | None:
+    """This machine's XCR0 and layout, for raw images that carry no XCR0; None when this
+    machine cannot be asked."""
     try:
         from xcr0tool.sources.cpu import xgetbv
 
         return HostFallback(xgetbv(0), host_layout)
-    except XcrError:  # no XSAVE, not x86-64 Linux: the image must speak for itself
+    except HostUnavailable:  # no XSAVE, not x86-64 Linux: the image must speak for itself
         return None
 
 
 def _raw(
-    data: bytes, name: str, layout: Layout | None, xcr0: int | None, host_fallback: bool
+    data: bytes, name: str, layout: Layout | None, xcr0: int | None, use_host: bool
 ) -> SourceResult:
-    if data[:4] == ELF_MAGIC:
-        raise InputError(name, "an ELF file: pass it as a file, not through a pipe")
-    host = _host_fallback() if host_fallback and xcr0 is None and len(data) > 576 else None
+    host = host_fallback() if use_host and xcr0 is None and len(data) > 576 else None
     image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host=host)
-    return SourceResult(name, "raw", [image], image.layout)
+    return SourceResult(name, SourceKind.RAW, [image], image.layout)
 
 
-def _core(opened: Input, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+def _core(found: NamedInput, explicit: Layout | None) -> SourceResult:
     from xcr0tool.sources.elfcore import read_core
 
-    core = read_core(opened)
+    name, tid = found.name, found.tid
+    core = read_core(found.path, name) if found.opened is None else read_core(found.opened)
     warnings = []
     layout = explicit
     if core.xsave_layout is not None:
         try:
             layout = layout_from_note(core.xsave_layout, f"{name} NT_X86_XSAVE_LAYOUT note")
         except LayoutError as exc:
-            raise InputError(name, str(exc).split(": ", 1)[-1]) from None
+            raise InputError(name, exc.problem) from None
         if explicit is not None:
             warnings.append(
                 f"the layout given ({explicit.source}) is ignored: the core's"
@@ -219,9 +290,10 @@ def _core(opened: Input, name: str, tid: int | None, explicit: Layout | None) ->
     shared = images[0].layout if all(i.layout == images[0].layout for i in images) else None
     details = {"machine": core.machine, "os": core.os, "class": f"ELF{core.elf_class}"}
     whole = core if tid is None else None
-    result = SourceResult(name, "elf-core", images, shared, details, warnings, whole)
-    result.file_mode = opened.mode
-    return result
+    mode = found.opened.mode if found.opened is not None else None
+    return SourceResult(
+        name, SourceKind.ELF_CORE, images, shared, details, warnings, whole, file_mode=mode
+    )
 
 
 class _Thread(Protocol):
@@ -263,14 +335,16 @@ def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult
         )
         for t in live
     ]
-    return SourceResult(name, "process", images, layout, warnings=notes, file_mode=PROCESS_MODE)
+    return SourceResult(
+        name, SourceKind.PROCESS, images, layout, warnings=notes, file_mode=PROCESS_MODE
+    )
 
 
 def host_layout() -> Layout:
-    from xcr0tool.model.layout import layout_from_cpuid
-    from xcr0tool.sources.cpu import leaf_0d
+    """This machine's layout (sources/hostinfo.py: the one place it is made)."""
+    from xcr0tool.sources.hostinfo import host_layout as made
 
-    return layout_from_cpuid(leaf_0d(), "this machine's CPUID leaf 0xD")
+    return made()
 
 
 def _self(layout: Layout | None) -> SourceResult:
@@ -288,4 +362,4 @@ def _self(layout: Layout | None) -> SourceResult:
         )
         for compacted, instruction in ((False, "XSAVE"), (True, "XSAVEC"))
     ]
-    return SourceResult("self", "self", images, layout)
+    return SourceResult("self", SourceKind.SELF, images, layout)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import MASK, output_option
+from xcr0tool.cli.options import MASK, complete_layout, complete_path, output_option
 
 if TYPE_CHECKING:
     from xcr0tool.model.image import XsaveImage
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("source", default="-", required=False)
+@click.argument("source", default="-", required=False, shell_complete=complete_path)
 @click.option(
     "--to",
     "form",
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     "--from-layout",
     "from_layout",
     metavar="NAME|FILE",
+    shell_complete=complete_layout,
     help="Read SOURCE with this layout when it has no NT_X86_XSAVE_LAYOUT note (profile name"
     " or file, as --layout of `decode`). Default: a guess from XCR0 and size.",
 )
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     "--layout",
     "layout",
     metavar="NAME|FILE",
+    shell_complete=complete_layout,
     help="Write with this layout (intel, intel-client, amd-zen3, amd-zen4, amd-zen5, or a"
     " file). Default: the source's layout.",
 )
@@ -148,7 +150,7 @@ def convert(
 def _standard_layout_for_compacted(images: Sequence[XsaveImage]) -> Layout | None:
     """A compacted image says nothing of standard offsets (its layout gives sizes only):
     without --layout, write this machine's, and say so; never a vendor's by guess."""
-    from xcr0tool.errors import UsageError, XcrError
+    from xcr0tool.errors import HostUnavailable, LayoutError, UsageError
     from xcr0tool.model.image import COMPACTED
     from xcr0tool.sources.open import host_layout
 
@@ -158,7 +160,7 @@ def _standard_layout_for_compacted(images: Sequence[XsaveImage]) -> Layout | Non
         layout = host_layout()
         for image in images:
             layout.standard_offsets(image.xcr0)
-    except XcrError:
+    except (HostUnavailable, LayoutError):
         raise UsageError(
             "a compacted image has no standard offsets and this machine's CPUID does not"
             " place all its components: pass --layout"

@@ -7,11 +7,18 @@ from collections.abc import Sequence
 
 import click
 
-from xcr0tool.cli.options import MASK, json_option, layout_option, reg_option, with_thread
+from xcr0tool.cli.options import (
+    MASK,
+    complete_path,
+    json_option,
+    layout_option,
+    reg_option,
+    with_thread,
+)
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", shell_complete=complete_path)
 @reg_option
 @click.option("--thread", "tid", type=int, metavar="TID", help="Only this thread of a core.")
 @click.option("--xcr0", type=MASK, help="XCR0 of an image that carries none (raw XSAVE output).")
@@ -39,8 +46,16 @@ def decode(
     little-endian integer.
 
     SOURCE is a raw XSAVE image (standard or compacted), `-` for standard input, an ELF
-    core (every thread; CORE@TID for one), `pid:N` for a live process, or `self` for
-    this tool's own thread.
+    core (every thread; CORE@TID for one), `pid:N` for a live process, `self` for this
+    tool's own thread, an rr trace directory (every frame with XSAVE data, in the
+    recording machine's layout; TRACE@EVENT for one frame), or a CRIU image directory
+    (CRIUDIR@TID for one thread) or one core-TID.img.
+
+    \b
+    Examples:
+      xcr0tool decode core.4242 --reg 'zmm*'
+      xcr0tool decode ~/.local/share/rr/latest-trace@1234 --json
+      xcr0tool decode checkpoint/ --layout amd-zen4
     """
     from xcr0tool.render import image as render
     from xcr0tool.sources.open import open_source

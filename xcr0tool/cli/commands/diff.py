@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from xcr0tool.cli.options import json_option, layout_option, reg_option
+from xcr0tool.cli.options import complete_path, json_option, layout_option, reg_option
 
 LANE_CHOICES = ("u8", "u16", "u32", "u64", "f32", "f64")  # diff.LANES, without importing it
 
@@ -30,8 +30,8 @@ class ThreadPair(click.ParamType):
 
 
 @click.command()
-@click.argument("source_a", metavar="A")
-@click.argument("source_b", metavar="B")
+@click.argument("source_a", metavar="A", shell_complete=complete_path)
+@click.argument("source_b", metavar="B", shell_complete=complete_path)
 @click.option(
     "--lanes",
     type=click.Choice(LANE_CHOICES),
@@ -72,8 +72,9 @@ def diff(
     are shown but do not make two images differ.
 
     A and B are raw images, `-` (standard input, for one of them), ELF cores (every
-    thread; CORE@TID for one) or `pid:N`. Threads pair by position unless --pair says
-    otherwise; a thread on one side only is a difference.
+    thread; CORE@TID for one), `pid:N`, rr trace directories (every frame with XSAVE
+    data; TRACE@EVENT for one) or CRIU image directories. Threads pair by position
+    unless --pair says otherwise; a thread on one side only is a difference.
 
     Exit status: 0 same, 1 different, 2 trouble.
     """

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from xcr0tool.cli.options import layout_option, output_option, with_thread
+from xcr0tool.cli.options import complete_path, layout_option, output_option, with_thread
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", shell_complete=complete_path)
 @click.option(
     "--thread", "tid", type=int, metavar="TID", help="The thread to extract (default: the first)."
 )
@@ -18,8 +18,9 @@ def extract(source: str, tid: int | None, output: str | None, layout: str | None
     """Write one thread's raw XSAVE image, byte for byte as the source holds it.
 
     SOURCE is an ELF core (CORE@TID or --thread for one thread; the first otherwise, said
-    on stderr), `pid:N`, `self`, a raw image or `-`. Binary data goes only to a file or a
-    pipe, never to a terminal.
+    on stderr), `pid:N`, `self`, a raw image, `-`, an rr trace (TRACE@EVENT for one
+    frame) or CRIU images (the image rebuilt in the standard format). Binary data goes
+    only to a file or a pipe, never to a terminal.
 
     \b
     Examples:

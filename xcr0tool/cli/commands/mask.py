@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import MASK, layout_option, output_option
+from xcr0tool.cli.options import MASK, complete_path, layout_option, output_option
 
 if TYPE_CHECKING:
     from xcr0tool.model.image import XsaveImage
 
 
 @click.command()
-@click.argument("source", default="-", required=False)
+@click.argument("source", default="-", required=False, shell_complete=complete_path)
 @click.option(
     "--xcr0",
     "mask_value",

@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from xcr0tool.cli.options import MASK, json_option, layout_option
+from xcr0tool.cli.options import MASK, complete_path, json_option, layout_option
 
 CHECK_CHOICES = ("cpu", "linux-ptrace", "sigreturn")  # validate.CHECKS, without importing it
 
 
 @click.command()
-@click.argument("image")
+@click.argument("image", shell_complete=complete_path)
 @click.option(
     "--xcr0", type=MASK, help="XCR0 to check against (default: the image's, else this machine's)."
 )
@@ -62,7 +62,8 @@ def validate(
     under XRSTOR, MXCSR loaded while SSE and AVX are in init state.
 
     IMAGE is a raw XSAVE image (any header: that is what is checked), `-` for standard
-    input, an ELF core (every thread; CORE@TID for one), or `pid:N`.
+    input, an ELF core (every thread; CORE@TID for one), `pid:N`, an rr trace directory
+    (TRACE@EVENT for one frame) or a CRIU image directory.
 
     Exit status: 0 accepted, 1 would fault or be rejected, 2 trouble.
     """
