@@ -5,6 +5,7 @@ subprocess, its stderr's one line checked word for word."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import re
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import bigcores
@@ -157,37 +158,60 @@ def test_dev_null_stays_a_character_device(tmp_path: Path, command: list[str]) -
             os.chmod("/dev/null", 0o666)
 
 
-def test_dev_stdout_writes_to_the_descriptor_at_its_offset(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def dev_stdout_kept() -> Iterator[None]:
+    """Put /dev/stdout right after a test that names it, should a regression replace
+    the link (as temp + rename did): the machine's other programs write through it."""
+    try:
+        yield
+    finally:
+        if not os.path.islink("/dev/stdout") and os.access("/dev", os.W_OK):
+            os.unlink("/dev/stdout")
+            os.symlink("/proc/self/fd/1", "/dev/stdout")
+
+
+@pytest.mark.parametrize("name", ["private", "/dev/fd/1", "/dev/stdout"])
+def test_dev_stdout_writes_to_the_descriptor_at_its_offset(tmp_path: Path, name: str) -> None:
     image = ok(run("extract", str(CORE)))
     out = tmp_path / "log"
     out.write_bytes(b"head\n")
-    with open(out, "ab") as append:  # as `>>` would give it
+    # A link of the test's own to /proc/self/fd/1 first: the same path through the
+    # writer, and nothing of the machine's to break.
+    private = tmp_path / "stdout"
+    private.symlink_to("/proc/self/fd/1")
+    target = str(private) if name == "private" else name
+    with dev_stdout_kept(), open(out, "ab") as append:  # as `>>` would give it
         result = subprocess.run(
-            [*XCR0TOOL, "extract", str(CORE), "-o", "/dev/stdout"],
+            [*XCR0TOOL, "extract", str(CORE), "-o", target],
             stdout=append,
             stderr=subprocess.PIPE,
             check=False,
         )
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == b"head\n" + image  # appended, not replaced
+    assert private.is_symlink() and os.path.islink("/dev/stdout")
 
 
-def test_dev_stdout_on_a_terminal_is_refused() -> None:
-    controller, terminal = pty.openpty()
-    try:
-        result = subprocess.run(
-            [*XCR0TOOL, "extract", str(CORE), "-o", "/dev/stdout"],
-            stdout=terminal,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
-    finally:
-        os.close(terminal)
-        os.close(controller)
-    assert result.returncode == 2
-    assert result.stderr.decode().splitlines() == [
-        "xcr0tool: refusing to write binary data to a terminal: pass -o FILE or pipe the output"
-    ]
+def test_dev_stdout_on_a_terminal_is_refused(tmp_path: Path) -> None:
+    private = tmp_path / "stdout"
+    private.symlink_to("/proc/self/fd/1")
+    for target in (str(private), "/dev/stdout"):
+        controller, terminal = pty.openpty()
+        try:
+            with dev_stdout_kept():
+                result = subprocess.run(
+                    [*XCR0TOOL, "extract", str(CORE), "-o", target],
+                    stdout=terminal,
+                    stderr=subprocess.PIPE,
+                    check=False,
+                )
+        finally:
+            os.close(terminal)
+            os.close(controller)
+        assert result.returncode == 2
+        assert result.stderr.decode().splitlines() == [
+            "xcr0tool: refusing to write binary data to a terminal: pass -o FILE or pipe the output"
+        ]
 
 
 def test_fifo_is_written_through(tmp_path: Path) -> None:
