@@ -14,7 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from xcr0tool.files.input import STREAM_READ, Input, StreamInput
+from xcr0tool.errors import InputError
+
+# Compressed bytes are read this much at a time (files.input reads what they give on).
+STREAM_READ = 64 << 10
+
+
+class Source(Protocol):
+    """What is decompressed: an input's positional reads (files.input.Input)."""
+
+    name: str
+
+    def read_upto(self, offset: int, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
 
 # Magic numbers: zstd RFC 8878 section 3.1.1 (frame) and 3.1.2 (skippable frames,
 # 0x184D2A50-5F, which systemd does not write but zstd accepts); xz file format 1.2.0
@@ -61,19 +75,13 @@ def format_of(head: bytes) -> str | None:
     return None
 
 
-def decompressed(source: Input) -> Input:
-    """`source` itself, or its decompressed bytes as a stream when it is compressed."""
-    kind = format_of(source.read_upto(0, MAGIC_SIZE))
-    if kind is None:
-        return source
-    factory = _factory(kind, source)
-    stream = _Stream(source, factory)
-    result = StreamInput(stream, source.name, kind)
-    result.mode = source.mode
-    return result
+def stream_of(kind: str, source: Source) -> _Stream:
+    """The decompressed bytes of `source`, compressed in format `kind` (format_of), as a
+    stream: read(n) at a time."""
+    return _Stream(source, _factory(kind, source))
 
 
-def _factory(kind: str, source: Input) -> Callable[[], _Decompressor]:
+def _factory(kind: str, source: Source) -> Callable[[], _Decompressor]:
     try:
         if kind == "zstd":
             import importlib
@@ -95,9 +103,10 @@ def _factory(kind: str, source: Input) -> Callable[[], _Decompressor]:
         return lz4.frame.LZ4FrameDecompressor
     except ImportError:
         package = {"zstd": "backports.zstd", "lz4": "lz4"}[kind]
-        raise source.error(
+        raise InputError(
+            source.name,
             f"{kind}-compressed, and the {package} package is not installed"
-            f" (pip install {package}), or decompress it first"
+            f" (pip install {package}), or decompress it first",
         ) from None
 
 
@@ -137,7 +146,7 @@ class _Stream:
     members (zstd and gzip allow them) are read one after another; bytes after the last
     one that do not start another are ignored, as zstd(1) and gzip(1) warn and do."""
 
-    def __init__(self, source: Input, factory: Callable[[], _Decompressor]) -> None:
+    def __init__(self, source: Source, factory: Callable[[], _Decompressor]) -> None:
         self._source = source
         self._factory = factory
         self._decompressor = factory()

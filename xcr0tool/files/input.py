@@ -354,9 +354,18 @@ def open_input(name: str) -> Input:
     """The input SOURCE names: a path, or `-` for standard input. A compressed input
     comes back decompressed (files.compressed). Anything wrong is one line naming it."""
     plain = _open_stdin() if name == "-" else _open_path(name)
-    from xcr0tool.files.compressed import decompressed
+    from xcr0tool.files.compressed import MAGIC_SIZE, format_of, stream_of
 
-    return decompressed(plain)
+    kind = format_of(plain.read_upto(0, MAGIC_SIZE))
+    if kind is None:
+        return plain
+    try:
+        result = StreamInput(stream_of(kind, plain), plain.name, kind)
+    except BaseException:
+        plain.close()
+        raise
+    result.mode = plain.mode
+    return result
 
 
 def _open_stdin() -> Input:

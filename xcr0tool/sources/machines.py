@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.files.compressed import format_of
 from xcr0tool.files.input import check_readable_file, read_limited, reason
 from xcr0tool.formats.cpuid_dump import complete_leaf_0d, missing_subleaves, parse_cpuid_dump
 from xcr0tool.formats.cpuid_leaves import parse_cpuid_leaves
@@ -97,8 +98,12 @@ def resolve_machine(spec: str) -> Machine:
     if os.path.isdir(spec):
         return _directory_machine(spec)
     check_readable_file(spec, "a machine description")
+    if not os.path.isfile(spec):
+        # A pipe (process substitution) or a FIFO: read once, as a core is read from a
+        # stream (files.input), up to its notes.
+        return core_machine(spec)
     head = _head(spec)
-    if head[:4] == ELF_MAGIC:
+    if head[:4] == ELF_MAGIC or format_of(head) is not None:  # a core, or a compressed one
         return core_machine(spec)
     if _is_criu_cpuinfo(spec, head):
         return criu_machine(spec)
