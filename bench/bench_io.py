@@ -48,9 +48,9 @@ def _limits() -> None:
 def run_once(argv: Sequence[str] | str, shell: bool = False) -> tuple[float, int, int, str]:
     """Wall time, exit status, peak RSS (KiB) and stderr's last line of one run."""
     start = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         argv,
-        shell=shell,  # noqa: S602 - the bench's own pipelines
+        shell=shell,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=_limits,  # noqa: PLW1509
