@@ -10,7 +10,8 @@ xcr0tool writes goes through `write_output`, which never harms what it writes to
   umask, or 0666 and the umask when the input is no regular file (a pipe).
 - A symbolic link stays: the file it points to is written as above, whole or not at
   all (the temporary goes beside that file, in its directory). A link to nothing
-  creates the file it names, as a shell's `>` does.
+  creates the file it names, as a shell's `>` does. (A file's other hard links, like
+  any rename's, keep naming the old bytes.)
 - Anything else is written through, never replaced: a device (/dev/null stays a
   character device, even for root), a FIFO, /dev/stdout and /dev/fd/N (which write to
   that descriptor, at its offset, as `-o -` writes to standard output). There a
