@@ -9,33 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirunner import one_line_error, run
 
 from xcr0tool.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
-
-
-def run(
-    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcr0tool", *args],
-        input=stdin,
-        capture_output=True,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    """Trouble means exit 2, nothing on stdout, and exactly one line on stderr."""
-    assert result.returncode == 2, result
-    assert result.stdout == b""
-    lines = result.stderr.decode().splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

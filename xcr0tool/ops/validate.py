@@ -922,17 +922,24 @@ def _size_layout(
 
 # Inputs ------------------------------------------------------------------------------------
 def load_subjects(
-    name: str, *, layout_option: str | None = None, xcr0: int | None = None
+    name: str,
+    *,
+    layout_option: str | None = None,
+    xcr0: int | None = None,
+    warnings: list[str] | None = None,
 ) -> list[Subject]:
     """The images of a source, as subjects. Raw images (a file, `-`) are taken whatever
     their header says: a header XRSTOR would fault on is what this command is for, so a
-    model that cannot be built leaves only the content checks undone."""
+    model that cannot be built leaves only the content checks undone. The source's
+    warnings (an ignored --layout, ...) are added to `warnings`."""
     from xcr0tool.layouts.files import resolve_layout_option
     from xcr0tool.sources.open import open_source
 
     raw = _raw_input(name)
     if raw is None:
         result = open_source(name, layout_option=layout_option, xcr0=xcr0)
+        if warnings is not None:
+            warnings.extend(result.warnings)
         return [Subject(image.data, image.origin, image) for image in result.images]
     origin, data = raw
     return [subject_from_bytes(data, origin, resolve_layout_option(layout_option), xcr0)]

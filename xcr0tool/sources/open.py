@@ -2,9 +2,13 @@
 
     FILE         a raw XSAVE image (standard or compacted), or an ELF core (every thread)
     FILE@TID     one thread of an ELF core
-    -            a raw image (or a core) on standard input
-    pid:N        every thread of a live process, through ptrace
-    self         XSAVE and XSAVEC snapshots of this tool's own thread
+    -            a raw image (or a core) on standard input; -@TID one thread of that core
+    pid:N        every thread of a live process, through ptrace; pid:N@TID one thread
+    self         XSAVE and XSAVEC snapshots of this tool's own thread; self@xsave and
+                 self@xsavec one of them
+
+A thread is chosen the same way for every kind (NAME@ID, or `thread=` which the CLI's
+--thread gives), and an unknown one is refused alike, naming the ones there are.
 
 Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note,
 then --layout FILE or NAME, then a guess from XCR0 and the image size.
@@ -21,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.errors import InputError, LayoutError, UsageError, XcrError
 from xcr0tool.files.input import check_readable_file, reason
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.files import resolve_layout_option
@@ -46,6 +50,18 @@ class SourceResult:
     # The whole core behind the images (not for CORE@TID), to rewrite. Its bytes are read
     # from its file, which for a core piped in lasts only as long as opened_source's block.
     core: CoreFile | None = None
+    # What NAME@ID selects for each image when it is not a tid (self's "xsave", "xsavec").
+    snapshots: list[str] = field(default_factory=list)
+
+    def thread_ids(self) -> list[str]:
+        """What NAME@ID (or --thread ID) selects, image by image; [] for a raw image."""
+        if self.snapshots:
+            return list(self.snapshots)
+        return [str(image.tid) for image in self.images if image.tid is not None]
+
+
+# `self`'s images, in order: (selector, instruction, compacted).
+SELF_SNAPSHOTS = (("xsave", "XSAVE", False), ("xsavec", "XSAVEC", True))
 
 
 def split_thread(name: str) -> tuple[str, int | None]:
@@ -54,6 +70,33 @@ def split_thread(name: str) -> tuple[str, int | None]:
     if sep and tid.isdigit() and not os.path.exists(name):
         return path, int(tid)
     return name, None
+
+
+def parse_source(name: str) -> tuple[str, str | None]:
+    """A SOURCE and the thread it names, if any: 'core@4242' -> ('core', '4242'),
+    'pid:7@8' -> ('pid:7', '8'), 'self@xsavec' -> ('self', 'xsavec'), '-@5' -> ('-', '5').
+    A file whose whole name holds an @ is that file."""
+    for fixed in ("self", "-"):
+        if name == fixed or name.startswith(f"{fixed}@"):
+            return fixed, name[len(fixed) + 1 :] if name != fixed else None
+    if name.startswith("pid:"):
+        process, at, thread = name.partition("@")
+        return process, thread if at else None
+    path, tid = split_thread(name)
+    return path, None if tid is None else str(tid)
+
+
+def with_thread(name: str, thread: str | None) -> str:
+    """SOURCE with --thread ID applied: NAME@ID. Naming the thread twice is refused,
+    as it would be ambiguous which one was meant."""
+    if thread is None:
+        return name
+    base, already = parse_source(name)
+    if already is not None:
+        raise UsageError(
+            f"{name} already names thread {already}: give --thread or {base}@ID, not both"
+        )
+    return f"{name}@{thread}"
 
 
 @contextmanager
@@ -97,27 +140,38 @@ def opened_source(
     """open_source, with a core piped in kept spooled while the block lasts, so that the
     result's core can be rewritten from it."""
     explicit = resolve_layout_option(layout_option)
-    if name.startswith("pid:"):
+    base, thread = parse_source(name)
+    if base.startswith("pid:"):
         yield _process(name, explicit, xcr0)
         return
-    if name == "self":
-        yield _self(explicit)
+    if base == "self":
+        yield _self(explicit, thread)
         return
-    if name == "-":
+    if base == "-":
         with _stdin_as_file() as (spool, piped):
             if spool:
-                yield _core(spool, "<stdin>", None, explicit)
+                yield _core(spool, "<stdin>", _tid(thread), explicit)
             else:
+                _no_thread_in_raw("<stdin>", thread)
                 yield _raw(piped, "<stdin>", explicit, xcr0, host_fallback)
         return
-    path, tid = split_thread(name)
-    raw = read_input_file(path)
+    raw = read_input_file(base)
     if raw is None:
-        yield _core(path, name, tid, explicit)
+        yield _core(base, name, _tid(thread), explicit)
         return
-    if tid is not None:
-        raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
-    yield _raw(raw, path, explicit, xcr0, host_fallback)
+    _no_thread_in_raw(base, thread)
+    yield _raw(raw, base, explicit, xcr0, host_fallback)
+
+
+def _tid(thread: str | None) -> int | str | None:
+    """A thread id as a core knows it (an int); anything else stays text, which no
+    thread has, so that it is refused with the list of those there are."""
+    return int(thread) if thread is not None and thread.isdigit() else thread
+
+
+def _no_thread_in_raw(name: str, thread: str | None) -> None:
+    if thread is not None:
+        raise InputError(name, "@TID selects a thread of a core, and this is not an ELF core")
 
 
 def read_input_file(path: str) -> bytes | None:
@@ -156,7 +210,7 @@ def _raw(
     return SourceResult(name, "raw", [image], image.layout)
 
 
-def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+def _core(path: str, name: str, tid: int | str | None, explicit: Layout | None) -> SourceResult:
     from xcr0tool.sources.elfcore import read_core
 
     core = read_core(path, name)
@@ -199,7 +253,9 @@ class _Thread(Protocol):
 ThreadT = TypeVar("ThreadT", bound=_Thread)
 
 
-def _only_thread(threads: list[ThreadT], tid: int | None, name: str, where: str) -> list[ThreadT]:
+def _only_thread(
+    threads: list[ThreadT], tid: int | str | None, name: str, where: str
+) -> list[ThreadT]:
     """All threads, or the one with this tid (one line naming the others if none)."""
     if tid is None:
         return threads
@@ -240,19 +296,25 @@ def host_layout() -> Layout:
     return layout_from_cpuid(leaf_0d(), "this machine's CPUID leaf 0xD")
 
 
-def _self(layout: Layout | None) -> SourceResult:
+def _self(layout: Layout | None, which: str | None) -> SourceResult:
+    """This thread saved twice, by XSAVE and by XSAVEC: self@xsave and self@xsavec."""
     from xcr0tool.sources.cpu import xgetbv, xsave_snapshot
 
+    chosen = [s for s in SELF_SNAPSHOTS if which is None or s[0] == which]
+    if not chosen:
+        known = " or ".join(f"self@{s[0]} ({s[1]})" for s in SELF_SNAPSHOTS)
+        raise InputError(f"self@{which}", f"no such snapshot of this thread: {known}")
     layout = layout or host_layout()
     xcr0 = xgetbv(0)
     images = [
         build_image(
             xsave_snapshot(compacted=compacted),
-            origin=f"self ({instruction})",
+            origin=f"self@{selector}",
             layout=layout,
             xcr0=xcr0,
             xcr0_source="XGETBV",
         )
-        for compacted, instruction in ((False, "XSAVE"), (True, "XSAVEC"))
+        for selector, _, compacted in chosen
     ]
-    return SourceResult("self", "self", images, layout)
+    name = "self" if which is None else f"self@{which}"
+    return SourceResult(name, "self", images, layout, snapshots=[s[0] for s in chosen])
