@@ -35,9 +35,7 @@ class Ran:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def run(
-    *args: str, stdin: bytes | None = None, env: Mapping[str, str | None] | None = None
-) -> Ran:
+def run(*args: str, stdin: bytes | None = None, env: Mapping[str, str | None] | None = None) -> Ran:
     """xcr0tool ARGS in this process; an exception that escapes it fails the test."""
     try:
         runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click 8.1

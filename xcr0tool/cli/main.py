@@ -92,7 +92,7 @@ def cli(traceback: bool) -> None:
     \b
     Output: the terminal view on a terminal (through a pager when longer than the
     screen), plain text in a pipe, JSON with --json; --color, NO_COLOR, FORCE_COLOR.
-    Each command's --help has its options and examples; `man xcr0tool` has them all.
+    Each command's --help has its options and examples; the man page has them all.
 
     \b
     Examples:
@@ -147,4 +147,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.flush()  # here, not at interpreter exit, so that EPIPE is seen
     except (ReaderGone, BrokenPipeError):
         _reader_gone()
-    sys.exit(code)
+    if code:
+        sys.exit(code)

@@ -345,15 +345,21 @@ def _thread_page(page: Page, image: XsaveImage, decoded: Decoded) -> None:
     groups = _by_component(image, view.registers)
     if view.stale:
         groups.append((STALE_TITLE, view.stale))
+    bold, end = page.codes("bold")
+    dim, _ = page.codes("dim")
     for title, rows in groups:
+        # The hot loop of a many-thread core: one f-string per register, no table.
+        name_width = max(len("register"), *(len(row.name) for row in rows))
+        value_width = max(len("value"), *(len(row.value) for row in rows))
         page.add((title, "bold"))
-        page.table(
-            ("register", "value", ""),
-            [
-                ((row.name, "bold"), (row.value, "" if row.in_use else "dim"), row.description)
-                for row in rows
-            ],
-        )
+        page.line(f" {bold}{'register':<{name_width}}{end}  {bold}value{end}")
+        for row in rows:
+            value = f"{row.value:<{value_width}}"
+            if not row.in_use:
+                value = f"{dim}{value}{end}"
+            page.line(
+                f" {bold}{row.name:<{name_width}}{end}  {value}  {row.description}".rstrip(" ")
+            )
 
 
 def _by_component(

@@ -12,7 +12,7 @@ Nothing here interprets the text it is given: a file name such as 'd[/bold]/img.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # ECMA-48 SGR parameters of the few styles the views use; basic colours, which every
 # colour terminal has (no colour-system probing needed).
@@ -44,26 +44,51 @@ class Screen:
     colour: bool = False
 
 
-@dataclass
 class Page:
-    """A document for a terminal: lines of spans, drawn by `render`."""
+    """A document for a terminal, drawn line by line as it is built: each line is joined
+    once, with SGR codes around styled spans on a colour screen."""
 
-    screen: Screen = field(default_factory=Screen)
-    lines: list[list[Span]] = field(default_factory=list)
+    def __init__(self, screen: Screen | None = None) -> None:
+        self.screen = screen or Screen()
+        self._lines: list[str] = []
+        self._starts: dict[str, str] = {}
+
+    def paint(self, text: str, style: str) -> str:
+        """`text` in `style` (unchanged without colour, style or text)."""
+        if not (style and text and self.screen.colour):
+            return text
+        start = self._starts.get(style)
+        if start is None:
+            start = self._starts[style] = sgr(style)
+        return f"{start}{text}\x1b[0m"
+
+    def codes(self, style: str) -> tuple[str, str]:
+        """What starts and ends `style` on this screen: for loops that paint many
+        cells alike ('', '' without colour)."""
+        if not (style and self.screen.colour):
+            return "", ""
+        return sgr(style), "\x1b[0m"
+
+    def line(self, text: str) -> None:
+        """A line made by the caller (with `codes`), taken as it is."""
+        self._lines.append(text)
+
+    def _span(self, part: str | Span) -> str:
+        return part if isinstance(part, str) else self.paint(*part)
 
     def add(self, *parts: str | Span) -> None:
         """One line; a bare string is unstyled."""
-        self.lines.append([(p, "") if isinstance(p, str) else p for p in parts])
+        self._lines.append("".join(map(self._span, parts)).rstrip(" "))
 
     def blank(self) -> None:
-        self.lines.append([])
+        self._lines.append("")
 
     def rule(self, title: str, style: str = "bold") -> None:
         """A horizontal rule across the screen with the title in its middle."""
         label = f" {title} "
         room = max(self.screen.width - len(label), 4)
         left = room // 2
-        self.lines.append([("─" * left, ""), (label, style), ("─" * (room - left), "")])
+        self.add("─" * left, (label, style), "─" * (room - left))
 
     def table(
         self,
@@ -78,44 +103,25 @@ class Page:
         """Columns padded to their widest cell; `right` are the right-aligned columns.
         Trailing spaces are never written."""
         body = [[(c, "") if isinstance(c, str) else c for c in row] for row in rows]
-        head = [(h, header_style) for h in header] if header is not None else None
-        every = [head, *body] if head is not None else body
+        every = [[(h, header_style) for h in header], *body] if header is not None else body
         if not every:
             return
-        widths = [max(len(row[i][0]) for row in every) for i in range(len(every[0]))]
+        columns = range(len(every[0]))
+        widths = [max(len(row[i][0]) for row in every) for i in columns]
         flush_right = set(right)
-        pad = " " * gap
+        last = len(widths) - 1
+        lead, pad, paint = " " * indent, " " * gap, self.paint
         for row in every:
-            line: list[Span] = [(" " * indent, "")] if indent else []
-            last = len(row) - 1
+            cells = []
             for i, (text, style) in enumerate(row):
-                room = widths[i] - len(text)
                 if i in flush_right:
-                    line.append((" " * room + text, style))
+                    cells.append(paint(text.rjust(widths[i]), style))
                 elif i == last:
-                    line.append((text, style))
+                    cells.append(paint(text, style))
                 else:
-                    line.append((text, style))
-                    line.append((" " * room, ""))
-                if i != last:
-                    line.append((pad, ""))
-            self.lines.append(line)
+                    cells.append(paint(text, style) + " " * (widths[i] - len(text)))
+            self._lines.append((lead + pad.join(cells)).rstrip(" "))
 
     def render(self) -> str:
-        """The page as text: with SGR codes on a colour screen, plain otherwise."""
-        if not self.screen.colour:
-            return "".join("".join(text for text, _ in line).rstrip() + "\n" for line in self.lines)
-        starts: dict[str, str] = {}
-        out = []
-        for line in self.lines:
-            parts = []
-            for text, style in line:
-                if style and text:
-                    start = starts.get(style)
-                    if start is None:
-                        start = starts[style] = sgr(style)
-                    parts.append(f"{start}{text}\x1b[0m")
-                else:
-                    parts.append(text)
-            out.append("".join(parts).rstrip(" ") + "\n")
-        return "".join(out)
+        """The page as text."""
+        return "\n".join(self._lines) + "\n" if self._lines else ""
