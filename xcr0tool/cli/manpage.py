@@ -73,7 +73,7 @@ def command_section(name: str, command: click.Command, parent: click.Context) ->
 def manpage(app: click.Group) -> str:
     from xcr0tool import __version__
 
-    ctx = click.Context(app, info_name="xcr0tool")
+    ctx = click.Context(app, info_name="xcr0tool", **app.context_settings)
     summary, _, rest = _cleaned(app.help or "").partition("\n\n")
     lines = [
         '.\\" Generated from the click app by python3 -m xcr0tool.cli.manpage; do not edit.',
