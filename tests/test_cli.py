@@ -60,7 +60,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_directory(tmp_path: Path) -> None:
     line = one_line_error(run("decode", str(tmp_path)))
-    assert line == f"xcr0tool: {tmp_path}: is a directory, not an XSAVE image or a core"
+    assert line == (
+        f"xcr0tool: {tmp_path}: is a directory, not an rr trace (no version file) or a CRIU"
+        " image directory (no core-TID.img)"
+    )
 
 
 def test_empty_file(tmp_path: Path) -> None:

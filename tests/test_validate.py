@@ -606,7 +606,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_directory(tmp_path: Path) -> None:
     line = one_line_error(run("validate", str(tmp_path)))
-    assert line == f"xcr0tool: {tmp_path}: is a directory, not an XSAVE image or a core"
+    assert line == (
+        f"xcr0tool: {tmp_path}: is a directory, not an rr trace (no version file) or a CRIU"
+        " image directory (no core-TID.img)"
+    )
 
 
 @pytest.mark.parametrize(

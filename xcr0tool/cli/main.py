@@ -26,6 +26,7 @@ COMMANDS = (
     ("diff", "diff"),
     ("validate", "validate"),
     ("host", "host"),
+    ("compat", "compat"),
 )
 
 
@@ -101,6 +102,7 @@ def cli(traceback: bool) -> None:
       xcr0tool extract core.1234 | xcr0tool decode -
       xcr0tool diff -q core.1234 core.5678 && echo same
       xcr0tool layout --layout amd-zen4 --xcr0 0x2e7
+      xcr0tool compat core.1234 host             will its state fit this machine?
     """
 
 

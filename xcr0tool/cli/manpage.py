@@ -71,13 +71,13 @@ def command_section(name: str, command: click.Command, parent: click.Context) ->
 
 
 def manpage(app: click.Group) -> str:
-    from xcr0tool import __version__
+    from importlib.metadata import version
 
     ctx = click.Context(app, info_name="xcr0tool", **app.context_settings)
     summary, _, rest = _cleaned(app.help or "").partition("\n\n")
     lines = [
         '.\\" Generated from the click app by python3 -m xcr0tool.cli.manpage; do not edit.',
-        f'.TH XCR0TOOL 1 "" "xcr0tool {__version__}" "User Commands"',
+        f'.TH XCR0TOOL 1 "" "xcr0tool {version("xcr0tool")}" "User Commands"',
         ".SH NAME",
         f"xcr0tool \\- {roff_text(summary.rstrip('.'))}",
         ".SH SYNOPSIS",

@@ -49,8 +49,8 @@ thread_option = click.option(
     "--thread",
     "thread",
     metavar="ID",
-    help="Only this thread: a tid of a core or process, or xsave/xsavec of `self`"
-    " (the same as SOURCE@ID).",
+    help="Only this thread: a tid of a core, a process or CRIU images, xsave or xsavec of"
+    " `self`, an event of an rr trace (the same as SOURCE@ID).",
 )
 output_option = click.option(
     "-o",

@@ -84,6 +84,10 @@ class XsaveImage:
     long_mode: bool = True  # 64-bit legacy region (FIP/FDP 8 bytes); False for 32-bit cores
     format: str = STANDARD
     notes: tuple[str, ...] = field(default=())
+    event: int | None = None  # an rr trace's frame: its index in the events file
+    # Components the source does not keep (CRIU: AMX, APX): their state is unknown, neither
+    # in use nor init, and nothing is compared with them.
+    absent: int = 0
 
     # Header --------------------------------------------------------------------
     @cached_property

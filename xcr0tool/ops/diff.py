@@ -3,7 +3,8 @@
 State: every register of both images as registers.py reads it, so a component in init
 state counts as its init values, and images in different formats or layouts compare
 register by register. A register whose component one image has no space for (masked
-away, another XCR0) is "only in A" or "only in B": a difference.
+away, another XCR0) is "only in A" or "only in B": a difference. A component a source
+does not keep at all (XsaveImage.absent: AMX in a CRIU image) is not compared.
 
 Raw: byte by byte at the same offsets, each differing byte named by the component,
 field and register it belongs to in each image.
@@ -136,9 +137,12 @@ def compare_registers(
     B's."""
     regs_a = {r.name: r for r in select(registers(a), patterns)}
     regs_b = {r.name: r for r in select(registers(b), patterns)}
+    unknown = a.absent | b.absent
     changes = []
     for name in regs_a | regs_b:  # A's names in A's order, then those only B has
         ra, rb = regs_a.get(name), regs_b.get(name)
+        if unknown >> (ra or rb).component & 1:  # type: ignore[union-attr]
+            continue
         if ra is not None and rb is not None:
             if ra.value != rb.value:
                 size = max(ra.size, rb.size)

@@ -949,7 +949,13 @@ def _raw_input(name: str) -> tuple[str, bytes] | None:
     """The origin and bytes of a raw image; None for the sources open_source reads itself
     (a core or a thread of one, a process, self, a name that is not a file: it says what
     is wrong)."""
-    from xcr0tool.sources.open import ELF_MAGIC, RAW_LIMIT, read_input_file, split_thread
+    from xcr0tool.sources.open import (
+        ELF_MAGIC,
+        RAW_LIMIT,
+        is_container,
+        read_input_file,
+        split_thread,
+    )
 
     if name == "-":
         data = sys.stdin.buffer.read(RAW_LIMIT + 1)
@@ -963,7 +969,9 @@ def _raw_input(name: str) -> tuple[str, bytes] | None:
     if not os.path.isfile(name):
         return None
     data = read_input_file(name)
-    return None if data is None else (name, data)
+    if data is None or is_container(data):  # an ELF core, a CRIU image: open_source's
+        return None
+    return name, data
 
 
 def subject_from_bytes(

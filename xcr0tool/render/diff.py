@@ -33,7 +33,8 @@ JSON schema (`xcr0tool diff --json`):
       ]
     }
     IMAGE = {"origin": str, "tid": int | null, "format": str, "size": int,
-             "xcr0": "0x...", "xstate_bv": "0x...", "xcomp_bv": "0x...", "layout": str}
+             "xcr0": "0x...", "xstate_bv": "0x...", "xcomp_bv": "0x...", "layout": str,
+             "event": int}                 # "event": an rr trace frame's index, rr only
     PLACE = {"component": int | null, "component_name": str | null,
              "field": str, "register": str | null}
 """
@@ -82,6 +83,7 @@ def _image_json(image: XsaveImage | None) -> dict[str, object] | None:
         "xstate_bv": hex(image.xstate_bv),
         "xcomp_bv": hex(image.xcomp_bv),
         "layout": image.layout.source,
+        **({"event": image.event} if image.event is not None else {}),
     }
 
 

@@ -67,6 +67,10 @@ def image_json(
             r.name: hex_value(r) for r in select(stale_registers(image), patterns)
         }
     frame = image.signal_frame
+    if image.event is not None:
+        extra["event"] = image.event
+    if image.absent:
+        extra["absent"] = [i for i in range(64) if image.absent >> i & 1]
     if frame is not None:
         extra["signal_frame"] = {
             "xfeatures": hex(frame.xfeatures),
@@ -167,6 +171,8 @@ STALE_TITLE = "stale bytes behind init-state components (XRSTOR loads init value
 def thread_view(image: XsaveImage, decoded: Decoded) -> ThreadView:
     patterns, lanes = decoded.patterns, decoded.lanes
     title = f"thread {image.tid}" if image.tid is not None else image.origin
+    if image.event is not None:
+        title = f"frame {image.event}, {title}"
     summary = [
         ("format", f"{image.format}, {len(image.data)} bytes"),
         ("XCR0", f"{image.xcr0:#x} ({describe_mask(image.xcr0)}) from {image.xcr0_source}"),
@@ -206,7 +212,7 @@ def thread_view(image: XsaveImage, decoded: Decoded) -> ThreadView:
 def _kind(result: SourceResult) -> str:
     details = ", ".join(result.details.values())
     # `self` is one thread saved twice (XSAVE, XSAVEC): count images, not threads
-    unit = "image" if result.kind == "self" else "thread"
+    unit = {"self": "image", "rr-trace": "frame"}.get(result.kind, "thread")
     count = f"{len(result.images)} {unit}{'s' if len(result.images) != 1 else ''}"
     return ", ".join(x for x in (result.kind, details, count) if x)
 

@@ -11,8 +11,12 @@ Nothing here interprets the text it is given: a file name such as 'd[/bold]/img.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # ECMA-48 SGR parameters of the few styles the views use; basic colours, which every
 # colour terminal has (no colour-system probing needed).
@@ -125,3 +129,25 @@ class Page:
     def render(self) -> str:
         """The page as text."""
         return "\n".join(self._lines) + "\n" if self._lines else ""
+
+
+def drawn_by_rich(draw: Callable[[Console], None], screen: Screen) -> str:
+    """What a rich-drawing renderer prints, as text for this screen: markup and emoji
+    codes off (user text is never interpreted), colour only on a colour screen."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=screen.width,
+        force_terminal=screen.colour,
+        color_system="standard" if screen.colour else None,
+        no_color=not screen.colour,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
+    draw(console)
+    return buffer.getvalue()

@@ -1,8 +1,10 @@
-"""Register value -> text a person reads: the decimal value of an 80-bit float, the
+"""Register value -> text a person reads: an 80-bit float as gdb prints it (x87.py), the
 fields of FSW and MXCSR, PKRU per key, the tile configuration. Presentation only: the
 values come from registers.py; nothing here parses an image."""
 
 from __future__ import annotations
+
+from xcr0tool.render.x87 import x87_describe
 
 _MXCSR_FLAGS = (
     ("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("DAZ", 6),
@@ -16,31 +18,6 @@ _FSW_FLAGS = (
 _TAGS = ("valid", "zero", "special", "empty")
 
 
-def float80(raw: int) -> str:
-    """The decimal value of an x87 double-extended number, exactly as far as 20 digits go."""
-    sign = "-" if raw >> 79 & 1 else ""
-    exponent = raw >> 64 & 0x7FFF
-    significand = raw & ((1 << 64) - 1)
-    integer = significand >> 63
-    if exponent == 0x7FFF:
-        if significand & ((1 << 63) - 1) == 0:
-            return f"{sign}inf"
-        quiet = significand >> 62 & 1
-        return f"{sign}{'nan' if quiet else 'snan'}(0x{significand & ((1 << 62) - 1):x})"
-    if exponent == 0 and significand == 0:
-        return f"{sign}0"
-    from decimal import Decimal, getcontext  # only when an st register is shown
-
-    getcontext().prec = 21
-    value = Decimal(significand) * Decimal(2) ** (max(exponent, 1) - 16383 - 63)
-    text = f"{sign}{value.normalize():g}"
-    if exponent and not integer:
-        text += " (unnormal)"
-    elif not exponent:
-        text += " (denormal)"
-    return text
-
-
 def flags(value: int, table: tuple[tuple[str, int], ...]) -> str:
     return " ".join(name for name, bit in table if value >> bit & 1)
 
@@ -48,7 +25,7 @@ def flags(value: int, table: tuple[tuple[str, int], ...]) -> str:
 def describe(name: str, value: int) -> str:
     """A short description of a register's value, or '' when the hex says it all."""
     if name.startswith("st") and name[2:].isdigit():
-        return float80(value)
+        return x87_describe(value)
     if name == "fstat":
         return f"TOP={value >> 11 & 7} {flags(value, _FSW_FLAGS)}".rstrip()
     if name == "fctrl":

@@ -2,6 +2,8 @@
 
     FILE         a raw XSAVE image (standard or compacted), or an ELF core (every thread)
     FILE@TID     one thread of an ELF core
+    TRACE        an rr trace directory: every frame with XSAVE data (TRACE@EVENT: one frame)
+    CRIUDIR      a CRIU image directory (CRIUDIR@TID: one thread), or one core-TID.img
     -            a raw image (or a core) on standard input; -@TID one thread of that core
     pid:N        every thread of a live process, through ptrace; pid:N@TID one thread
     self         XSAVE and XSAVEC snapshots of this tool's own thread; self@xsave and
@@ -10,8 +12,10 @@
 A thread is chosen the same way for every kind (NAME@ID, or `thread=` which the CLI's
 --thread gives), and an unknown one is refused alike, naming the ones there are.
 
-Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note,
-then --layout FILE or NAME, then a guess from XCR0 and the image size.
+Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note
+(an rr trace's header CPUID), then --layout FILE or NAME, then a guess from XCR0 and the
+image size. CRIU images carry no layout: --layout, or this machine's when cpuinfo.img's
+sizes are its own (sources/criu.py).
 """
 
 from __future__ import annotations
@@ -36,13 +40,14 @@ if TYPE_CHECKING:
     from xcr0tool.sources.elfcore import CoreFile
 
 ELF_MAGIC = b"\x7fELF"
+CRIU_HEAD = (0x54564319).to_bytes(4, "little")  # IMG_COMMON_MAGIC (formats/criu.py)
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
 
 
 @dataclass
 class SourceResult:
     name: str  # as the user named it
-    kind: str  # "raw", "elf-core", "process", "self"
+    kind: str  # "raw", "elf-core", "process", "self", "rr-trace", "criu-images"
     images: list[XsaveImage]
     layout: Layout | None  # the layout shared by all images (None if they differ)
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
@@ -57,6 +62,8 @@ class SourceResult:
         """What NAME@ID (or --thread ID) selects, image by image; [] for a raw image."""
         if self.snapshots:
             return list(self.snapshots)
+        if self.kind == "rr-trace":  # TRACE@EVENT: a frame's index
+            return [str(image.event) for image in self.images if image.event is not None]
         return [str(image.tid) for image in self.images if image.tid is not None]
 
 
@@ -155,9 +162,16 @@ def opened_source(
                 _no_thread_in_raw("<stdin>", thread)
                 yield _raw(piped, "<stdin>", explicit, xcr0, host_fallback)
         return
+    tid = None if thread is None else int(thread)  # a path's @ID is digits (split_thread)
+    if os.path.isdir(base):
+        yield _directory(base, name, tid, explicit)
+        return
     raw = read_input_file(base)
     if raw is None:
-        yield _core(base, name, _tid(thread), explicit)
+        yield _core(base, name, tid, explicit)
+        return
+    if is_container(raw):
+        yield _criu(base, name, tid, explicit)
         return
     _no_thread_in_raw(base, thread)
     yield _raw(raw, base, explicit, xcr0, host_fallback)
@@ -191,6 +205,38 @@ def read_input_file(path: str) -> bytes | None:
     return data
 
 
+def is_container(data: bytes) -> bool:
+    """Bytes of a file that open_source reads as something other than a raw image (a CRIU
+    image); ELF cores are told apart by read_input_file. The magic is compared here, not
+    through sources.criu, so that a raw image's decode imports nothing of CRIU's."""
+    return data[:4] == CRIU_HEAD
+
+
+def _directory(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    """An rr trace directory or a CRIU image directory; `tid` is TRACE@EVENT's frame index
+    or CRIUDIR@TID's thread."""
+    from xcr0tool.sources.criu import is_criu_dir
+    from xcr0tool.sources.rrtrace import is_trace_dir, trace_images
+
+    if is_trace_dir(path):
+        images, layout, details, warnings = trace_images(path, name, tid, explicit)
+        return SourceResult(name, "rr-trace", images, layout, details, warnings)
+    if is_criu_dir(path):
+        return _criu(path, name, tid, explicit)
+    raise InputError(
+        path,
+        "is a directory, not an rr trace (no version file) or a CRIU image directory"
+        " (no core-TID.img)",
+    )
+
+
+def _criu(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+    from xcr0tool.sources.criu import criu_images
+
+    images, layout, details, warnings = criu_images(path, name, tid, explicit)
+    return SourceResult(name, "criu-images", images, layout, details, warnings)
+
+
 def _host_fallback() -> HostFallback | None:
     try:
         from xcr0tool.sources.cpu import xgetbv
@@ -205,6 +251,8 @@ def _raw(
 ) -> SourceResult:
     if data[:4] == ELF_MAGIC:
         raise InputError(name, "an ELF file: pass it as a file, not through a pipe")
+    if is_container(data):
+        raise InputError(name, "a CRIU image: pass its file or directory, not a pipe")
     host = _host_fallback() if host_fallback and xcr0 is None and len(data) > 576 else None
     image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host=host)
     return SourceResult(name, "raw", [image], image.layout)

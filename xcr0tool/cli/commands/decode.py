@@ -64,8 +64,10 @@ def decode(
     --json as the register's bytes read as one little-endian integer.
 
     SOURCE is a raw XSAVE image (standard or compacted), `-` for standard input, an ELF
-    core (every thread; CORE@TID for one), `pid:N` for a live process, or `self` for
-    this tool's own thread (self@xsave, self@xsavec).
+    core (every thread; CORE@TID for one), `pid:N` for a live process, `self` for this
+    tool's own thread (self@xsave, self@xsavec), an rr trace directory (every frame with
+    XSAVE data, in the recording machine's layout; TRACE@EVENT for one frame), or a CRIU
+    image directory (CRIUDIR@TID for one thread) or one core-TID.img.
 
     \b
     Examples:
@@ -73,7 +75,8 @@ def decode(
       xcr0tool decode core.4242@4243 --reg 'zmm*'   one thread, the ZMM registers
       xcr0tool decode --lanes f32 --reg ymm0 core.4242    as gdb's p $ymm0.v8_float
       xcr0tool decode --json pid:4242 | jq '.threads[0].xcr0'
-      xcr0tool extract core.4242 | xcr0tool decode -
+      xcr0tool decode ~/.local/share/rr/latest-trace@1234 --json
+      xcr0tool decode checkpoint/ --layout amd-zen4
     """
     from xcr0tool.ops.inspect import decode as decode_source
     from xcr0tool.render.image import decode_view

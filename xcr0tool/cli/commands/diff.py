@@ -78,8 +78,9 @@ def diff(
     are shown but do not make two images differ.
 
     A and B are raw images, `-` (standard input, for one of them), ELF cores (every
-    thread; CORE@TID for one) or `pid:N`. Threads pair by position unless --pair says
-    otherwise; a thread on one side only is a difference.
+    thread; CORE@TID for one), `pid:N`, rr trace directories (every frame with XSAVE
+    data; TRACE@EVENT for one) or CRIU image directories. Threads pair by position
+    unless --pair says otherwise; a thread on one side only is a difference.
 
     Exit status: 0 same, 1 different, 2 trouble.
 

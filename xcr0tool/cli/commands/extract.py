@@ -22,8 +22,9 @@ def extract(source: str, thread: str | None, output: str | None, layout: str | N
     """Write one thread's raw XSAVE image, byte for byte as the source holds it.
 
     SOURCE is an ELF core (CORE@TID or --thread for one thread; the first otherwise, said
-    on stderr), `pid:N`, `self` (self@xsave, self@xsavec), a raw image or `-`. Binary
-    data goes only to a file or a pipe, never to a terminal.
+    on stderr), `pid:N`, `self` (self@xsave, self@xsavec), a raw image, `-`, an rr
+    trace (TRACE@EVENT for one frame) or CRIU images (the image rebuilt in the standard
+    format). Binary data goes only to a file or a pipe, never to a terminal.
 
     \b
     Examples:

@@ -66,7 +66,8 @@ def validate(
     under XRSTOR, MXCSR loaded while SSE and AVX are in init state.
 
     IMAGE is a raw XSAVE image (any header: that is what is checked), `-` for standard
-    input, an ELF core (every thread; CORE@TID for one), or `pid:N`.
+    input, an ELF core (every thread; CORE@TID for one), `pid:N`, an rr trace directory
+    (TRACE@EVENT for one frame) or a CRIU image directory.
 
     Exit status: 0 accepted, 1 would fault or be rejected, 2 trouble.
 

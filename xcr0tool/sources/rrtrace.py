@@ -1,0 +1,127 @@
+"""An rr trace directory as a source: the recording machine's XCR0 and layout from the
+`version` header, one image per frame of `events` that carries extra registers.
+
+rr records the tracee's XSAVE image (PTRACE_GETREGSET NT_X86_XSTATE on the recording
+machine) with signal, signal-handler, execve, sigreturn and pkey_alloc events; the header
+holds that machine's CPUID leaf 0xD, all 64 sub-leaves. So a trace decodes with its
+recorder's offsets wherever it is read: an AMD trace with AMD's on an Intel host.
+Format facts: xcr0tool.formats.rr.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+
+from xcr0tool.errors import InputError, LayoutError
+from xcr0tool.files.input import check_readable_file
+from xcr0tool.formats.rr import (
+    ARCH_X86,
+    RrFrame,
+    RrHeader,
+    iter_frames,
+    read_header_file,
+)
+from xcr0tool.layouts.choose import build_image
+from xcr0tool.model.image import XsaveImage
+from xcr0tool.model.layout import Layout, layout_from_cpuid
+
+__all__ = ["RrHeader", "is_trace_dir", "read_trace_header", "trace_images", "trace_layout"]
+
+
+def is_trace_dir(path: str) -> bool:
+    """A directory rr wrote: it has a `version` file."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "version"))
+
+
+def _version_path(path: str) -> str:
+    if os.path.isdir(path):
+        version = os.path.join(path, "version")
+        if not os.path.exists(version):
+            raise InputError(path, "not an rr trace directory: it has no version file")
+        return version
+    return path
+
+
+def read_trace_header(path: str) -> RrHeader:
+    """The header of the trace at `path` (its directory, or its `version` file)."""
+    version = _version_path(path)
+    check_readable_file(version, "an rr trace header")
+    return read_header_file(version)
+
+
+def trace_layout(header: RrHeader, name: str) -> Layout:
+    """The recording machine's layout, from the header's CPUID leaf 0xD."""
+    leaves = header.leaf_0d()
+    if 0 not in leaves:
+        raise InputError(name, "the trace header has no CPUID leaf 0xD: no XSAVE layout")
+    return layout_from_cpuid(leaves, f"{name} header's CPUID leaf 0xD (the recording machine)")
+
+
+def iter_xsave_frames(path: str, header: RrHeader) -> Iterator[RrFrame]:
+    """The frames of the trace that carry an XSAVE image, streamed."""
+    events = os.path.join(path, "events")
+    check_readable_file(events, "an rr events file")
+    for frame in iter_frames(events, xsave_size=header.xsave_size):
+        if frame.xsave is not None:
+            yield frame
+
+
+def trace_images(
+    path: str, name: str, event: int | None, explicit: Layout | None
+) -> tuple[list[XsaveImage], Layout, dict[str, str], list[str]]:
+    """(images, layout, details, warnings) of the trace directory at `path`; `event`
+    selects one frame by its index (TRACE@EVENT)."""
+    header = read_trace_header(path)
+    layout = trace_layout(header, name)
+    warnings = []
+    if explicit is not None:
+        warnings.append(
+            f"the layout given ({explicit.source}) is ignored: the trace header's CPUID"
+            " (the recording machine's) takes precedence"
+        )
+    images = []
+    for frame in iter_xsave_frames(path, header):
+        if event is not None and frame.index != event:
+            if frame.index > event:
+                break
+            continue
+        images.append(_image(frame, header, layout, name))
+        if event is not None:
+            break
+    if event is not None and not images:
+        raise InputError(
+            name, f"frame {event} of the events file carries no XSAVE data (or does not exist)"
+        )
+    if not images:
+        raise InputError(name, "no frame of the events file carries XSAVE data")
+    details = {
+        "trace_version": f"rr trace version {header.version}",
+        "recorded_on": f"recorded on {header.vendor or 'an unnamed CPU'}",
+    }
+    return images, layout, details, warnings
+
+
+def _image(frame: RrFrame, header: RrHeader, layout: Layout, name: str) -> XsaveImage:
+    assert frame.xsave is not None
+    origin = f"{name} frame {frame.index} ({frame.event}) thread {frame.tid}"
+    try:
+        image = build_image(
+            frame.xsave,
+            origin=origin,
+            layout=layout,
+            tid=frame.tid,
+            long_mode=frame.arch != ARCH_X86,
+            xcr0=header.xcr0,
+            xcr0_source=f"rr trace header: {header.xcr0_source}",
+        )
+    except LayoutError as exc:
+        raise InputError(origin, str(exc)) from None
+    notes = list(image.notes)
+    if len(frame.xsave) != header.xsave_size:
+        notes.append(
+            f"{len(frame.xsave)} bytes of XSAVE data, the header's CPUID.(0xD,0).EBX says"
+            f" {header.xsave_size}: rr refuses to replay it (Invalid XSAVE data length)"
+        )
+    return replace(image, event=frame.index, notes=tuple(notes))
