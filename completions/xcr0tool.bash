@@ -26,4 +26,3 @@ _xcr0tool_completion_setup() {
 }
 
 _xcr0tool_completion_setup;
-

@@ -38,4 +38,3 @@ else
     # eval/source/. command, register function for later
     compdef _xcr0tool_completion xcr0tool
 fi
-

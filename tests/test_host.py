@@ -186,6 +186,7 @@ def test_save_round_trips_through_layout(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["this-host.json"]  # written whole, no temporary left
 
     data = json.loads(saved.read_text())
+    assert data["schema"] == 1
     proc = cpuinfo_cpu0()
     brand = f" ({out['cpu']['brand']})" if out["cpu"]["brand"] else ""
     assert data["source"] == (

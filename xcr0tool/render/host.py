@@ -358,5 +358,7 @@ def save_layout(info: HostInfo, path: str) -> None:
 
     from xcr0tool.files.output import write_atomic
 
-    text = json.dumps(saved_layout(info), indent=2) + "\n"
+    from xcr0tool.render.output import SCHEMA
+
+    text = json.dumps({"schema": SCHEMA, **saved_layout(info)}, indent=2) + "\n"
     write_atomic(path, lambda out: out.write(text.encode()))
