@@ -357,7 +357,6 @@ def save_layout(info: HostInfo, path: str) -> None:
     import json
 
     from xcr0tool.files.output import write_atomic
-
     from xcr0tool.render.output import SCHEMA
 
     text = json.dumps({"schema": SCHEMA, **saved_layout(info)}, indent=2) + "\n"
