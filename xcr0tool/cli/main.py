@@ -82,11 +82,14 @@ def cli(traceback: bool) -> None:
       pid:N        every thread of a live process, through ptrace (pid:N@TID: one)
       self         XSAVE and XSAVEC snapshots of this tool's own thread
                    (self@xsave, self@xsavec: one of them)
+      TRACE        an rr trace directory: every frame with XSAVE data (TRACE@EVENT: one)
+      CRIUDIR      CRIU images, or one core-TID.img (CRIUDIR@TID: one thread)
 
     \b
     Exit status:
       0    success: shown, written, the same, accepted
-      1    diff: A and B differ; validate: would fault or be rejected
+      1    diff: A and B differ; validate: would fault or be rejected; compat: not
+           portable
       2    trouble: one line on stderr names the input and what is wrong
       141  the reader of the output went away (`| head`), as for any killed writer
 
