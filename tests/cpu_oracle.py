@@ -11,9 +11,11 @@ XRSTORS are not offered: they are CPL-0 instructions and always #GP in user mode
 
 Masks (``rfbm``, ``save_rfbm``) are the EDX:EAX operand; the CPU ANDs them with
 XCR0 itself.  ``None`` means all ones, so every XCR0 component.  Images shorter than
-the helper's 128 KiB buffer are zero-padded.  An image that would load a PKRU value
-denying pkey 0 is refused with OracleError (the helper's own memory would become
-unreachable and its death would look like an XRSTOR fault).
+the helper's 128 KiB buffer are zero-padded.  ``xrstor_faults`` takes any image: the
+helper puts its own PKRU back (WRPKRU from a register) right after XRSTOR, before any
+data access.  The save-after-restore methods refuse, with OracleError, an image that
+would load a PKRU value denying pkey 0 (the save into the helper's own memory would
+then die, and its death would look like an XRSTOR fault).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _EXIT_REASONS = {
     4: "the instruction wrote past the size computed from CPUID leaf 0xD",
     5: "image larger than the helper's buffer",
     6: "refused: the image loads a PKRU value denying pkey 0, which the helper's own "
-    "memory uses; clear PKRU bits 1:0 in the image",
+    "memory uses, so nothing can be saved after it; clear PKRU bits 1:0 in the image",
 }
 
 

@@ -27,14 +27,6 @@ def test_every_command_has_help_and_is_documented(command: str) -> None:
     assert f"xcr0tool {command}" in (ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_completions_are_current(shell: str) -> None:
-    result = run(env={"_XCR0TOOL_COMPLETE": f"{shell}_source"})
-    assert result.returncode == 0
-    shipped = (ROOT / "completions" / f"xcr0tool.{shell}").read_text()
-    assert result.stdout.decode() == shipped, f"regenerate completions/xcr0tool.{shell}"
-
-
 def test_completion_offers_every_command() -> None:
     result = run(
         env={"_XCR0TOOL_COMPLETE": "bash_complete", "COMP_WORDS": "xcr0tool ", "COMP_CWORD": "1"}

@@ -42,7 +42,8 @@ def core32(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
         check=False,
     )
     if compiled.returncode != 0:
-        pytest.skip(f"gcc -m32 cannot build here (gcc-multilib missing?): {compiled.stderr[-200:]}")
+        error = next((x for x in compiled.stderr.splitlines() if "error" in x), "")
+        pytest.skip(f"gcc -m32 cannot build here (gcc-multilib missing?): {error.strip()[:200]}")
     pattern, uses_pid = _core_pattern()
     if pattern.startswith("|"):
         pytest.skip(f"core_pattern pipes cores to {pattern.split()[0]}, not to a file")

@@ -591,7 +591,8 @@ def build(directory: Path, *flags: str) -> Path:
     )
     if done.returncode:
         pytest.skip(
-            f"gcc {' '.join(flags)} cannot build the test program: {done.stderr.strip()[-200:]}"
+            f"gcc {' '.join(flags)} cannot build the test program:"
+            f" {next((x for x in done.stderr.splitlines() if 'error' in x), '').strip()[:200]}"
         )
     return binary
 

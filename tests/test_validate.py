@@ -128,6 +128,19 @@ static void handler(int sig, siginfo_t *info, void *context)
     else if (!strcmp(mode, "mxcsr")) put32(fp + 24, 0x1f80u | 1u << 31);
     else if (!strcmp(mode, "magic1-mxcsr")) { put32(fp + 24, 0x1f80u | 1u << 31); fp[464] ^= 1; }
     else if (!strcmp(mode, "xstate-bv")) fp[519] |= 0x40;
+    else if (!strcmp(mode, "xstate-size-xcr0")) {
+        /* xstate_size = the standard size of all of XCR0 (CPUID.(0xD,0).EBX), magic2
+         * there and not where it was: more than the task's fpstate->user_size where
+         * XCR0 has AMX tile data the task never asked for; the same size elsewhere. */
+        unsigned a0, b0, c0, d0;
+        __cpuid_count(0xd, 0, a0, b0, c0, d0);
+        put32(fp + xstate_size, 0);
+        xstate_size = b0;
+        extended_size = b0 + 4;
+        put32(fp + 480, xstate_size);
+        put32(fp + 468, extended_size);
+        put32(fp + xstate_size, 0x46505845u);
+    }
     size_t size = magic1 == 0x46505853 ? extended_size : 512;
     int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || write(fd, fp, size) != (ssize_t)size) _exit(4);
@@ -148,6 +161,13 @@ int main(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = handler;
     sa.sa_flags = SA_SIGINFO;
+    if (!strcmp(mode, "xstate-size-xcr0")) {
+        /* the handler writes past the frame: on an alternate stack with room above */
+        static unsigned char alt[1 << 18] __attribute__((aligned(64)));
+        stack_t ss = {.ss_sp = alt, .ss_size = sizeof alt / 2, .ss_flags = 0};
+        if (sigaltstack(&ss, NULL) != 0) return 5;
+        sa.sa_flags |= SA_ONSTACK;
+    }
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
     unsigned char upper[32] = {0};
@@ -368,6 +388,7 @@ VERDICT_OF = {"restored": "accepted", "reset": "rejected", "SIGSEGV": "would fau
         "mxcsr",
         "magic1-mxcsr",
         "xstate-bv",
+        "xstate-size-xcr0",
     ],
 )
 def test_sigreturn_matches_the_kernel(sigframe_program: Path, tmp_path: Path, mode: str) -> None:

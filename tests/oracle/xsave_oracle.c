@@ -35,12 +35,15 @@
  * Exit codes: 0 ok; 2 usage; 3 the CPU or OS lacks what the operation needs;
  * 4 the instruction wrote past the size computed from CPUID (guard bytes
  * changed): the size computation is wrong; 5 input larger than the buffer;
- * 6 refused: the image would load a PKRU value that denies access to pkey 0,
- * the key of all of this program's memory, so the XSAVE (or the restore of the
- * program's own state) after it would die of a protection-key SIGSEGV, which
- * would look like an XRSTOR fault.  The check is made before, and whatever
- * else is wrong with the image: such an image is refused even if XRSTOR would
- * #GP on it.
+ * 6 refused: xrstor-xsave* of an image that would load a PKRU value denying
+ * access to pkey 0, the key of all of this program's memory: the save after it
+ * would die of a protection-key SIGSEGV, which would look like an XRSTOR fault.
+ * The check is made before, and whatever else is wrong with the image: such an
+ * image is refused even if XRSTOR would #GP on it.  Plain "xrstor" takes every
+ * image: right after XRSTOR it puts the process's own PKRU back with WRPKRU
+ * from a register, before any data access (protection keys check data
+ * accesses only, not instruction fetches: SDM vol. 3 §4.6.2), so whatever
+ * PKRU the image loads, the verdict is XRSTOR's.
  *
  * XSAVES / XRSTORS are not offered: they may be executed only at CPL 0 and
  * always raise #GP in user mode.
@@ -80,6 +83,7 @@ static uint8_t host[BUF_SIZE] __attribute__((aligned(64)));
 
 static uint64_t xcr0;
 static uint64_t host_mask;
+static int ospke; /* CPUID.(7,0):ECX[4]: CR4.PKE is set, RDPKRU/WRPKRU work */
 
 static void cpuid2(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
@@ -288,6 +292,32 @@ static void run(int with_xrstor, enum op save, uint64_t rfbm, uint64_t save_rfbm
     if (with_xrstor) {
         switch (save) {
         case OP_XRSTOR:
+            if (ospke) {
+                /* ESI keeps the process's PKRU across the test XRSTOR; between
+                 * that XRSTOR and WRPKRU only registers are touched, so a PKRU
+                 * from the image that denies pkey 0 harms nothing. */
+                __asm__ volatile("xor %%ecx, %%ecx\n\t"
+                                 "rdpkru\n\t"
+                                 "mov %%eax, %%esi\n\t"
+                                 "movl %[hlo], %%eax\n\t"
+                                 "movl %[hhi], %%edx\n\t"
+                                 "xsave64 (%[host])\n\t"
+                                 "movl %[rlo], %%eax\n\t"
+                                 "movl %[rhi], %%edx\n\t"
+                                 "xrstor64 (%[img])\n\t"
+                                 "mov %%esi, %%eax\n\t"
+                                 "xor %%ecx, %%ecx\n\t"
+                                 "xor %%edx, %%edx\n\t"
+                                 "wrpkru\n\t"
+                                 "movl %[hlo], %%eax\n\t"
+                                 "movl %[hhi], %%edx\n\t"
+                                 "xrstor64 (%[host])\n\t"
+                                 :
+                                 : [host] "r"(host), [img] "r"(image), [hlo] "m"(m[0]),
+                                   [hhi] "m"(m[1]), [rlo] "m"(m[2]), [rhi] "m"(m[3])
+                                 : "eax", "ecx", "edx", "esi", "memory");
+                break;
+            }
             __asm__ volatile("movl %[hlo], %%eax\n\t"
                              "movl %[hhi], %%edx\n\t"
                              "xsave64 (%[host])\n\t"
@@ -440,6 +470,12 @@ int main(int argc, char **argv)
         /* The process's own state is saved and restored around the test
          * without the AMX components, which the C runtime never uses. */
         host_mask = xcr0 & ~((1ull << 17) | (1ull << 18));
+        uint32_t r[4];
+        cpuid2(0, 0, r);
+        if (r[0] >= 7) {
+            cpuid2(7, 0, r);
+            ospke = (r[2] >> 4) & 1;
+        }
     }
 
     if (strcmp(op, "info") == 0) {
@@ -513,7 +549,7 @@ int main(int argc, char **argv)
 
     if (with_xrstor) {
         read_image();
-        if (pkru_denies_pkey0(rfbm)) {
+        if (save != OP_XRSTOR && pkru_denies_pkey0(rfbm)) {
             fprintf(stderr, "xsave_oracle: refused: the image loads a PKRU value that denies "
                             "access to pkey 0 (bits 1:0 set)\n");
             return 6;

@@ -6,9 +6,10 @@
  *   regs probe
  *
  * MODE is "gcore" (main thread prints "ready" and sleeps, for gdb's gcore)
- * or "abort" (main thread sends itself SIGABRT: a kernel core). Both are
- * raw syscalls (write, tgkill) rather than printf or abort(), which would run
- * glibc code after the loads. "probe" prints the host lines and exits.
+ * or "abort" (main thread sleeps 1 ms, then sends itself SIGABRT: a kernel
+ * core; see abort_pause). All are raw syscalls (write, nanosleep, tgkill)
+ * rather than printf or abort(), which would run glibc code after the loads.
+ * "probe" prints the host lines and exits.
  * --touch-mib first writes to every page of N MiB (cores for memory
  * benchmarks).
  *
@@ -217,6 +218,10 @@ static void make_plan(struct plan *p, uint64_t seed, unsigned index)
     "5:\n\t"                                                                  \
     "cmp $2, %%ecx\n\t"                                                       \
     "jne 6f\n\t"                                                              \
+    "mov $" S(SYS_nanosleep) ", %%eax\n\t"                                    \
+    "lea abort_pause(%%rip), %%rdi\n\t"                                       \
+    "xor %%esi, %%esi\n\t"                                                    \
+    "syscall\n\t"                                                             \
     "mov $" S(SYS_tgkill) ", %%eax\n\t"                                       \
     "mov " S(OFF_PID) "(%%rbx), %%edi\n\t"                                    \
     "mov " S(OFF_TID) "(%%rbx), %%esi\n\t"                                    \
@@ -254,6 +259,14 @@ static void make_plan(struct plan *p, uint64_t seed, unsigned index)
     insn " " S(OFF_K) "+6*8(%%rbx), %%k6\n\t" insn " " S(OFF_K) "+7*8(%%rbx), %%k7\n\t"
 
 __attribute__((used)) static const char ready_text[] = "ready\n";
+/* Before SIGABRT the aborting thread sleeps once, so that the core shows the PKRU it
+ * loaded. A kernel core takes PKRU from the task's thread.pkru, not from the XSAVE
+ * buffer (xstateregs_get -> copy_xstate_to_uabi_buf(..., target->thread.pkru, ...)),
+ * and thread.pkru is stashed from the register only when the task is switched out
+ * (x86_pkru_load in __switch_to). A thread that writes PKRU and dumps core without
+ * being switched out in between (a lone thread: no other thread for the dump to wait
+ * for) gets the PKRU of its last switch in its core, 0x55555554 after exec. */
+__attribute__((used)) static const struct timespec abort_pause = {0, 1000000};
 
 __attribute__((noreturn, noinline)) static void load_sse(struct plan *p)
 {

@@ -5,6 +5,7 @@ render.output.View, the decorator renders it and exits with its status."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,10 +37,61 @@ class Mask(click.ParamType):
 MASK = Mask()
 LANE_CHOICES = ("u8", "u16", "u32", "u64", "f32", "f64")  # ops.diff.LANES, without importing it
 
+# Shell completion (click's protocol: the generated scripts in completions/ ask the program).
+# An item of type "file" makes the shell complete file names itself.
+COMPLETION_LIMIT = 500  # items a completion offers at most: a huge directory stays quick
+
+
+def complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """SOURCE, A, B, IMAGE: file names, completed by the shell."""
+    from click.shell_completion import CompletionItem  # only when completing: startup
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+def complete_layout(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """--layout NAME|FILE: the built-in profiles that start with what is typed, and the
+    files of the current directory that do too; only files once no profile fits."""
+    from click.shell_completion import CompletionItem
+
+    from xcr0tool.layouts.profiles import PROFILES
+
+    names = [
+        CompletionItem(p.name, help=p.summary) for p in PROFILES if p.name.startswith(incomplete)
+    ]
+    if not names:
+        return [CompletionItem(incomplete, type="file")]
+    # A "file" item would make bash drop the names (its script empties the list for it),
+    # so the files beside the names are listed here. A profile name has no "/": what is
+    # typed is a name in the current directory.
+    files: list[str] = []
+    try:
+        with os.scandir(".") as entries:
+            for entry in entries:
+                if len(files) >= COMPLETION_LIMIT:
+                    break
+                hidden = entry.name.startswith(".") and not incomplete.startswith(".")
+                if entry.name.startswith(incomplete) and not hidden:
+                    files.append(entry.name + ("/" if entry.is_dir() else ""))
+    except OSError:
+        pass  # an unreadable directory offers no files, and the names still
+    return names + [CompletionItem(name) for name in sorted(files)]
+
+
+def complete_register(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """--reg: register names from the component catalogue."""
+    from click.shell_completion import CompletionItem
+
+    from xcr0tool.model.registers import register_names
+
+    return [CompletionItem(name) for name in register_names() if name.startswith(incomplete)]
+
+
 layout_option = click.option(
     "--layout",
     "layout",
     metavar="NAME|FILE",
+    shell_complete=complete_layout,
     help="Layout when the source has no NT_X86_XSAVE_LAYOUT note: a built-in profile"
     " (intel, intel-client, amd-zen3, amd-zen4, amd-zen5) or a file (CPUID dump in"
     " `cpuid -r` or AIDA64 format, or JSON from `xcr0tool layout --json`)."
@@ -63,6 +115,7 @@ reg_option = click.option(
     "patterns",
     multiple=True,
     metavar="GLOB",
+    shell_complete=complete_register,
     help="Only these registers (repeatable; globs such as 'zmm*').",
 )
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from xcr0tool.arch import offsets as at
-from xcr0tool.arch.components import component
+from xcr0tool.arch.components import CATALOGUE, Component, component
 from xcr0tool.model.image import FCW_INIT, MXCSR_INIT, XsaveImage
 
 TAG_VALID, TAG_ZERO, TAG_SPECIAL, TAG_EMPTY = 0, 1, 2, 3
@@ -147,14 +147,19 @@ def registers(image: XsaveImage) -> list[Register]:
     return out
 
 
+def _whole(comp: Component) -> bool:
+    """A component shown as one register of all its bytes: one without fields, or
+    TILECFG, whose parts descriptions.py shows."""
+    return comp.id == 17 or not comp.fields
+
+
 def _component_registers(image: XsaveImage, component_id: int) -> Iterator[Register]:
     """Registers of one extended component: its catalogue fields, as its grammar reads
-    them; a component without fields (or TILECFG, whose parts descriptions.py shows) is
-    one register of all its bytes."""
+    them, or one register of all its bytes (`_whole`)."""
     comp = component(component_id)
     in_use = image.in_use(component_id)
     raw = image.component_bytes(component_id)
-    if component_id == 17 or not comp.fields:
+    if _whole(comp):
         name = comp.fields[0].name if comp.fields else comp.name
         yield Register(name, int.from_bytes(raw, "little"), len(raw), component_id, in_use)
         return
@@ -162,6 +167,20 @@ def _component_registers(image: XsaveImage, component_id: int) -> Iterator[Regis
     for field in comp.fields:
         if field.name in values:
             yield Register(field.name, values[field.name], field.size, component_id, in_use)
+
+
+def register_names() -> list[str]:
+    """Every name `registers` can give (what --reg matches), in its order for a 64-bit
+    image that holds every catalogue component."""
+    names = [f"st{i}" for i in range(8)] + list(_X87_CONTROL)
+    names += [f"xmm{i}" for i in range(16)] + ["mxcsr"] + [f"ymm{i}" for i in range(16)]
+    for comp in CATALOGUE:
+        if comp.id >= 3 and comp.id not in (6, 7):
+            whole = comp.fields[0].name if comp.fields else comp.name
+            names += [whole] if _whole(comp) else [f.name for f in comp.fields]
+    names += [f"zmm{i}" for i in range(16)]
+    names += [f"{width}{i}" for width in ("xmm", "ymm", "zmm") for i in range(16, 32)]
+    return names
 
 
 def stale_registers(image: XsaveImage) -> list[Register]:

@@ -869,10 +869,11 @@ def make_target(
     else:
         mask, mask_source = MXCSR_MASK_DEFAULT, "the SDM default, the image's field is 0"
     size_layout, size_source = _size_layout(subject, layout, host)
+    user_mask, user_what, user_why = _user_features(subject, xcr0_value, check)
     user_size = None
     if size_layout is not None:
         try:
-            user_size = size_layout.standard_size(xcr0_value & ~SUPERVISOR_MASK)
+            user_size = size_layout.standard_size(user_mask)
         except XcrError:
             size_source = "unknown: the layout does not know every XCR0 component"
     return Target(
@@ -887,7 +888,37 @@ def make_target(
         mxcsr_mask_source=mask_source,
         xsavec=None if host is None else host.xsavec,
         user_size=user_size,
-        user_size_source=f"standard size of XCR0 {xcr0_value:#x} in {size_source}",
+        user_size_source=f"standard size of {user_what} in {size_source}{user_why}",
+    )
+
+
+# XFEATURE_MASK_USER_DYNAMIC (arch/x86/include/asm/fpu/xstate.h): user components a task's
+# fpstate holds only once it has asked for them (arch_prctl ARCH_REQ_XCOMP_PERM) and used
+# them; fpu__init_system_xstate leaves them out of fpu_user_cfg.default_features.
+LINUX_USER_DYNAMIC = 1 << 18  # AMX tile data
+
+
+def _user_features(subject: Subject, xcr0: int, check: str) -> tuple[int, str, str]:
+    """The user components whose standard size bounds the buffer, what to call them, and
+    why some of XCR0's are left out ("" when none are).
+
+    ptrace takes fpu_user_cfg.max_size: all of XCR0's user components (regset.c
+    xstateregs_set). rt_sigreturn takes the task's fpstate->user_size
+    (signal.c check_xstate_in_sigframe): without the dynamic components unless the task
+    has them, which its frame's xfeatures (fpstate->user_xfeatures, save_sw_bytes) show.
+    """
+    user = xcr0 & ~SUPERVISOR_MASK
+    what = f"XCR0 {xcr0:#x}"
+    frame = subject.signal_frame
+    dynamic = user & LINUX_USER_DYNAMIC & ~(frame.xfeatures if frame is not None else 0)
+    if check != SIGRETURN or not dynamic:
+        return user, what, ""
+    names = describe_mask(dynamic)
+    return (
+        user & ~dynamic,
+        f"{what} less {names}",
+        f"; a task's fpstate holds {names} only once the task has asked for it"
+        " (ARCH_REQ_XCOMP_PERM) and used it, and the frame's xfeatures do not have it",
     )
 
 

@@ -6,14 +6,21 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import MASK, output_option, output_options, thread_option
+from xcr0tool.cli.options import (
+    MASK,
+    complete_layout,
+    complete_path,
+    output_option,
+    output_options,
+    thread_option,
+)
 
 if TYPE_CHECKING:
     from xcr0tool.render.output import View
 
 
 @click.command()
-@click.argument("source", default="-", required=False)
+@click.argument("source", default="-", required=False, shell_complete=complete_path)
 @thread_option
 @click.option(
     "--to",
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
     "--from-layout",
     "from_layout",
     metavar="NAME|FILE",
+    shell_complete=complete_layout,
     help="Read SOURCE with this layout when it has no NT_X86_XSAVE_LAYOUT note (profile name"
     " or file, as --layout of `decode`). Default: a guess from XCR0 and size.",
 )
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
     "--layout",
     "layout",
     metavar="NAME|FILE",
+    shell_complete=complete_layout,
     help="Write with this layout (intel, intel-client, amd-zen3, amd-zen4, amd-zen5, or a"
     " file). Default: the source's layout.",
 )

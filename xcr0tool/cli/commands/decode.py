@@ -10,6 +10,7 @@ import click
 from xcr0tool.cli.options import (
     LANE_CHOICES,
     MASK,
+    complete_path,
     layout_option,
     output_options,
     reg_option,
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", shell_complete=complete_path)
 @reg_option
 @thread_option
 @click.option("--xcr0", type=MASK, help="XCR0 of an image that carries none (raw XSAVE output).")

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from xcr0tool.cli.options import LANE_CHOICES, layout_option, output_options, reg_option
+from xcr0tool.cli.options import (
+    LANE_CHOICES,
+    complete_path,
+    layout_option,
+    output_options,
+    reg_option,
+)
 
 if TYPE_CHECKING:
     from xcr0tool.render.output import View
@@ -30,8 +36,8 @@ class ThreadPair(click.ParamType):
 
 
 @click.command()
-@click.argument("source_a", metavar="A")
-@click.argument("source_b", metavar="B")
+@click.argument("source_a", metavar="A", shell_complete=complete_path)
+@click.argument("source_b", metavar="B", shell_complete=complete_path)
 @click.option(
     "--lanes",
     type=click.Choice(LANE_CHOICES),

@@ -6,14 +6,20 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import layout_option, output_option, output_options, thread_option
+from xcr0tool.cli.options import (
+    complete_path,
+    layout_option,
+    output_option,
+    output_options,
+    thread_option,
+)
 
 if TYPE_CHECKING:
     from xcr0tool.render.output import View
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", shell_complete=complete_path)
 @thread_option
 @output_option
 @layout_option

@@ -8,6 +8,7 @@ import click
 
 from xcr0tool.cli.options import (
     MASK,
+    complete_path,
     layout_option,
     output_option,
     output_options,
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("source", default="-", required=False)
+@click.argument("source", default="-", required=False, shell_complete=complete_path)
 @thread_option
 @click.option(
     "--xcr0",

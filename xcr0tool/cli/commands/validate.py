@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import MASK, layout_option, output_options, thread_option
+from xcr0tool.cli.options import MASK, complete_path, layout_option, output_options, thread_option
 
 if TYPE_CHECKING:
     from xcr0tool.render.output import View
@@ -15,7 +15,7 @@ CHECK_CHOICES = ("cpu", "linux-ptrace", "sigreturn")  # validate.CHECKS, without
 
 
 @click.command()
-@click.argument("image")
+@click.argument("image", shell_complete=complete_path)
 @thread_option
 @click.option(
     "--xcr0", type=MASK, help="XCR0 to check against (default: the image's, else this machine's)."
