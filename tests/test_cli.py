@@ -289,7 +289,7 @@ def test_every_command_has_examples(command: str) -> None:
 
 def test_top_level_help_names_sources_and_exit_codes() -> None:
     text = run("--help").stdout.decode()
-    for form in ("FILE@TID", "pid:N", "pid:N@TID", "self", "self@xsave", "self@xsavec", "--thread"):
+    for form in ("CORE@TID", "pid:N", "pid:N@TID", "self", "self@xsave", "self@xsavec", "--thread"):
         assert form in text, form
     status = text.split("Exit status:", 1)[1]
     for code in ("0 ", "1 ", "2 ", "141 "):

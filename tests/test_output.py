@@ -323,3 +323,8 @@ def test_closed_pipe_in_a_shell_is_141_or_0() -> None:
     )
     assert out.stdout.strip() in ("141", "0"), out
     assert out.stderr == ""
+
+
+def test_help_says_the_summary_threshold() -> None:
+    text = " ".join(run("decode", "--help").stdout.decode().split())
+    assert f"for more than {render_image.SUMMARY_THRESHOLD} threads" in text

@@ -77,7 +77,7 @@ def cli(traceback: bool) -> None:
     \b
     SOURCE, wherever a command takes one:
       FILE         a raw XSAVE image (standard or compacted), or an ELF core: every thread
-      FILE@TID     one thread of a core (or --thread TID)
+      CORE@TID     one thread of a core (or --thread TID)
       -            standard input: an image, or a core (--thread TID: one of its threads)
       pid:N        every thread of a live process, through ptrace (pid:N@TID: one)
       self         XSAVE and XSAVEC snapshots of this tool's own thread
