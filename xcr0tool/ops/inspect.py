@@ -119,9 +119,12 @@ def describe_layout(
     layout: str | None = None, xcr0: int | None = None, xcomp_bv: int | None = None
 ) -> LayoutQuery:
     """The layout named (default: this machine's CPUID leaf 0xD)."""
+    from xcr0tool.arch.xcr0 import check_xcr0
     from xcr0tool.layouts.files import resolve_layout_option
     from xcr0tool.sources.open import host_layout
 
+    if xcr0 is not None:
+        check_xcr0(xcr0)  # the one rule table: refused alike by every command
     chosen = resolve_layout_option(layout) or host_layout()
     if xcr0 is not None and xcomp_bv is None:
         xcomp_bv = xcr0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from xcr0tool.errors import UsageError, XcrError
+from xcr0tool.errors import HostUnavailable, LayoutError, UsageError
 from xcr0tool.model.image import COMPACTED, XsaveImage
 from xcr0tool.model.layout import Layout
 
@@ -138,7 +138,7 @@ def _standard_layout_for_compacted(
         layout = host_layout()
         for image in images:
             layout.standard_offsets(image.xcr0)
-    except XcrError:
+    except (HostUnavailable, LayoutError):
         raise UsageError(
             "a compacted image has no standard offsets and this machine's CPUID does not"
             " place all its components: pass --layout"
