@@ -68,7 +68,7 @@ def test_sizes_equal_cpuid_for_real_cpus() -> None:
         if sub1 and sub1[0] & 0b10 and sub1[1]:
             # Sub-leaf 1 EBX: compacted size of XCR0 | IA32_XSS as enabled when dumped.
             xss_capable = sub1[2] | sub1[3] << 32
-            xss_known = [i for i in bits(xss_capable) if i in layout.components]
+            xss_known = [i for i in bits(xss_capable) if i in layout.ids]
             sizes = {
                 layout.compacted_size(xcr0 | sum(1 << i for i in chosen))
                 for xcr0 in enabled

@@ -30,7 +30,7 @@ def apx_layout() -> Layout:
     """Intel's layout without MPX and with APX (component 19: 128 bytes at 960, in the
     space MPX left), as the APX specification places it."""
     intel = profile_layout("intel")
-    entries = [entry for i, entry in intel.components.items() if i not in (3, 4)]
+    entries = [entry for entry in intel.components if entry.id not in (3, 4)]
     entries.append(ComponentLayout(APX, 128, 960, False, False))
     return layout_from_components(entries, "synthetic APX layout (APX at 960)")
 

@@ -18,11 +18,21 @@ COMPACTED_BIT = 1 << 63
 
 @dataclass(frozen=True)
 class Field:
-    """A named run of bytes inside a component, as the component's own grammar declares it."""
+    """A named run of bytes inside a component, as the component's own grammar declares it.
+
+    `register` is the gdb register the bytes show in (None: the field's own name), and
+    `shift` the bit where they sit in it: ymm3h is bits 255:128 of ymm3 (gdb's
+    i387_supply_xsave assembles ymm and zmm from these pieces)."""
 
     name: str
     offset: int
     size: int
+    register: str | None = None
+    shift: int = 0
+
+    @property
+    def register_name(self) -> str:
+        return self.register or self.name
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,12 @@ class Component:
     size: int  # architectural size; CPUID may say otherwise (arch LBR depth)
     aligned: bool  # 64-byte aligned in the compacted format, as CPUID reports on real CPUs
     fields: tuple[Field, ...] = ()
+    # x87 and SSE live in the legacy region (bytes 0-511, SDM §13.4.1), at fixed places
+    # that arch/legacy.py declares; every other component lives in the extended region.
+    legacy: bool = False
+    # Its fields are pieces of wider vector registers (ymm, zmm), which registers.py
+    # assembles with the XMM registers, rather than registers of their own.
+    vector_piece: bool = False
     fixed_size: bool = True  # False where CPUID may report another size (arch LBR depth)
 
     @property
@@ -42,9 +58,20 @@ class Component:
 
 
 def _array(
-    prefix: str, count: int, size: int, first: int = 0, suffix: str = ""
+    prefix: str, count: int, size: int, first: int = 0, suffix: str = "", shift: int = 0
 ) -> tuple[Field, ...]:
-    return tuple(Field(f"{prefix}{first + i}{suffix}", i * size, size) for i in range(count))
+    """`count` fields of `size` bytes; with a suffix, each is the piece of register
+    prefix+number that starts at bit `shift`."""
+    return tuple(
+        Field(
+            f"{prefix}{first + i}{suffix}",
+            i * size,
+            size,
+            f"{prefix}{first + i}" if suffix else None,
+            shift,
+        )
+        for i in range(count)
+    )
 
 
 def _qwords(*names: str) -> tuple[Field, ...]:
@@ -53,9 +80,18 @@ def _qwords(*names: str) -> tuple[Field, ...]:
 
 # x87 and SSE live in the legacy region; their "offset" is where their bytes start in it.
 CATALOGUE: tuple[Component, ...] = (
-    Component(0, "x87", "x87 FPU", False, 160, False),
-    Component(1, "sse", "SSE (XMM0-15, MXCSR)", False, 256, False),
-    Component(2, "ymm", "AVX (YMM_Hi128)", False, 256, False, _array("ymm", 16, 16, suffix="h")),
+    Component(0, "x87", "x87 FPU", False, 160, False, legacy=True),
+    Component(1, "sse", "SSE (XMM0-15, MXCSR)", False, 256, False, legacy=True),
+    Component(
+        2,
+        "ymm",
+        "AVX (YMM_Hi128)",
+        False,
+        256,
+        False,
+        _array("ymm", 16, 16, suffix="h", shift=128),
+        vector_piece=True,
+    ),
     Component(
         3, "bndregs", "MPX bounds (BNDREGS)", False, 64, False, _array("bnd", 4, 16, suffix="raw")
     ),
@@ -70,10 +106,24 @@ CATALOGUE: tuple[Component, ...] = (
     ),
     Component(5, "opmask", "AVX-512 opmask (k0-k7)", False, 64, False, _array("k", 8, 8)),
     Component(
-        6, "zmm_hi256", "AVX-512 ZMM_Hi256", False, 512, False, _array("zmm", 16, 32, suffix="h")
+        6,
+        "zmm_hi256",
+        "AVX-512 ZMM_Hi256",
+        False,
+        512,
+        False,
+        _array("zmm", 16, 32, suffix="h", shift=256),
+        vector_piece=True,
     ),
     Component(
-        7, "hi16_zmm", "AVX-512 Hi16_ZMM", False, 1024, False, _array("zmm", 16, 64, first=16)
+        7,
+        "hi16_zmm",
+        "AVX-512 Hi16_ZMM",
+        False,
+        1024,
+        False,
+        _array("zmm", 16, 64, first=16),
+        vector_piece=True,
     ),
     # Intel SDM §13.5.6 and §36.3.5.1 (IA32_RTIT_* MSRs in XSAVE order).
     Component(
@@ -158,6 +208,17 @@ BY_NAME: dict[str, Component] = {c.name: c for c in CATALOGUE}
 
 SUPERVISOR_MASK = sum(c.bit for c in CATALOGUE if c.supervisor)
 CATALOGUE_MASK = sum(c.bit for c in CATALOGUE)
+LEGACY_MASK = sum(c.bit for c in CATALOGUE if c.legacy)  # 0b11: x87 and SSE
+
+
+def is_extended(component_id: int) -> bool:
+    """Does the component live in the extended region (not x87 or SSE)?"""
+    return not LEGACY_MASK >> component_id & 1
+
+
+def extended_bits(mask: int) -> int:
+    """The extended components of a mask, without the legacy ones and bit 63."""
+    return mask & ~LEGACY_MASK & ~COMPACTED_BIT
 
 
 def component(component_id: int) -> Component:

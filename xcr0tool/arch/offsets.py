@@ -1,32 +1,32 @@
-"""Fixed byte offsets of the XSAVE area (Intel SDM vol. 1 §10.5.1 and §13.4) and the
-kernel's magics (arch/x86/include/uapi/asm/sigcontext.h).
+"""Fixed byte offsets of the XSAVE area and the kernel's magics, as plain numbers for the
+hot paths (which must not pay for importing construct).
 
-grammar.py declares the same bytes as construct structures; these plain numbers are for
-the hot paths, which must not pay for importing construct. A test checks both agree.
+The offsets are read from the one field table, arch/legacy.py (Intel SDM vol. 1 §10.5.1
+and §13.4); the magics are the kernel's (arch/x86/include/uapi/asm/sigcontext.h).
 """
 
 from __future__ import annotations
 
+from xcr0tool.arch.legacy import HEADER, field
+
 # Legacy region (FXSAVE layout)
-FCW = 0
-FSW = 2
-ABRIDGED_FTW = 4
-FOP = 6
-FIP = 8  # 64-bit form: 8 bytes; 32-bit form: FIP (4), FCS (2)
-FDP = 16  # 64-bit form: 8 bytes; 32-bit form: FDP (4), FDS (2)
-FCS_32 = 12
-FDS_32 = 20
-MXCSR = 24
-MXCSR_MASK = 28
-ST0 = 32  # 8 slots of 16 bytes, 10 used
-ST_STRIDE = 16
-XMM0 = 160  # 16 registers of 16 bytes
-SW_BYTES = 464  # 48 bytes no XSAVE instruction writes; software's to use
+FCW = field("fcw").offset
+FSW = field("fsw").offset
+ABRIDGED_FTW = field("abridged_ftw").offset
+FOP = field("fop").offset
+FIP = field("fip").offset  # 64-bit form: 8 bytes; 32-bit form: FIP (4), FCS (2)
+FDP = field("fdp").offset  # 64-bit form: 8 bytes; 32-bit form: FDP (4), FDS (2)
+FCS_32 = field("fcs", long_mode=False).offset
+FDS_32 = field("fds", long_mode=False).offset
+MXCSR = field("mxcsr").offset
+MXCSR_MASK = field("mxcsr_mask").offset
+ST0 = field("st").offset  # 8 slots of 16 bytes, 10 used
+ST_STRIDE = field("st").stride
+XMM0 = field("xmm").offset  # 16 registers of 16 bytes
+SW_BYTES = field("sw_reserved").offset  # 48 bytes no XSAVE instruction writes; software's
 
 # XSAVE header
-XSTATE_BV = 512
-XCOMP_BV = 520
-HEADER_RESERVED = 528  # 48 bytes
+XSTATE_BV, XCOMP_BV, HEADER_RESERVED = (row.offset for row in HEADER)
 
 FP_XSTATE_MAGIC1 = 0x46505853  # at SW_BYTES in a signal frame
 FP_XSTATE_MAGIC2 = 0x46505845  # at xstate_size, after the frame's XSAVE area

@@ -77,16 +77,17 @@ def parse_cpuid_dump(text: str, source: str) -> dict[int, tuple[int, int, int, i
                 found = _KNOWN_PAIRS.get((regs[0], regs[1]))
                 if found is None:
                     raise LayoutError(
-                        f"{source}: line {number}: a leaf 0xD line without [SL nn] that is"
+                        source,
+                        f"line {number}: a leaf 0xD line without [SL nn] that is"
                         f" not a known component (size {regs[0]:#x}, offset {regs[1]:#x});"
-                        " label it [SL nn]"
+                        " label it [SL nn]",
                     )
                 subleaf = found
         if subleaf in leaves:
             break  # the next logical CPU begins
         leaves[subleaf] = regs  # type: ignore[assignment]
     if 0 not in leaves:
-        raise LayoutError(f"{source}: no CPUID leaf 0xD sub-leaf 0 found (not a CPUID dump?)")
+        raise LayoutError(source, "no CPUID leaf 0xD sub-leaf 0 found (not a CPUID dump?)")
     return leaves
 
 
@@ -133,8 +134,9 @@ def complete_leaf_0d(leaves: Leaf0D, source: str) -> tuple[dict[int, Regs], list
             why = f"8 bytes ending at sub-leaf 0 ECX ({leaves[0][2]})"
         if regs is None:
             raise LayoutError(
-                f"{source}: sub-leaf 0 says component {i} exists, but the dump lacks"
-                f" sub-leaf {i} ({i:#x}) and its place cannot be inferred"
+                source,
+                f"sub-leaf 0 says component {i} exists, but the dump lacks"
+                f" sub-leaf {i} ({i:#x}) and its place cannot be inferred",
             )
         complete[i] = regs
         inferred.append(f"sub-leaf {i} inferred: {why}")

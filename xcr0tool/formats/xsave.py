@@ -11,6 +11,7 @@ cores, "sw_reserved" in struct fxregs_state).
 from __future__ import annotations
 
 from functools import cache
+from itertools import groupby
 from typing import Any
 
 from construct import (
@@ -27,7 +28,9 @@ from construct import (
     Struct,
 )
 
-from xcr0tool.arch.components import CATALOGUE, Component
+from xcr0tool.arch import legacy, tilecfg
+from xcr0tool.arch.components import BY_NAME, CATALOGUE, Component
+from xcr0tool.arch.legacy import LegacyField
 from xcr0tool.arch.offsets import FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2
 from xcr0tool.arch.offsets import SW_BYTES as SW_BYTES_OFFSET
 from xcr0tool.arch.offsets import XCOMP_BV as XCOMP_BV_OFFSET
@@ -56,45 +59,42 @@ def feature_flags() -> FlagsEnum:
     return FlagsEnum(Int64ul, **_FEATURE_FLAGS)
 
 
+def _legacy_member(name: str | None, rows: list[LegacyField]) -> Any:
+    """One construct member for consecutive rows of the table sharing a grammar name."""
+    first = rows[0]
+    size = sum(row.size for row in rows)
+    if name is None:
+        return Padding(size)
+    if first.repeat > 1:
+        item = _integer(first.size)
+        if first.stride > first.size:
+            item = Struct("raw" / item, Padding(first.stride - first.size))
+        return name / Array(first.repeat, item)
+    return name / (Bytes(size) if first.kind == "bytes" else _integer(size))
+
+
+@cache
 def legacy_region(long_mode: bool = True) -> Struct:
-    """SDM tables 10-2 (64-bit, REX.W FXSAVE64) and 10-3 (32-bit FXSAVE): 512 bytes.
+    """SDM tables 10-2 (64-bit, REX.W FXSAVE64) and 10-3 (32-bit FXSAVE): 512 bytes,
+    built from the one field table (arch/legacy.py).
 
     XSAVE in 64-bit mode writes the 64-bit form: FIP/FDP are 8 bytes, no selectors.
     Cores of 32-bit processes hold the 32-bit form: FIP, FCS, FDP, FDS.
     """
-    pointers = (
-        ("fip" / Int64ul, "fdp" / Int64ul)
-        if long_mode
-        else (
-            "fip" / Int32ul,
-            "fcs" / Int16ul,
-            Padding(2),
-            "fdp" / Int32ul,
-            "fds" / Int16ul,
-            Padding(2),
-        )
-    )
-    return Struct(
-        "fcw" / Int16ul,
-        "fsw" / Int16ul,
-        "abridged_ftw" / Int8ul,
-        Padding(1),
-        "fop" / Int16ul,
-        *pointers,
-        "mxcsr" / Int32ul,
-        "mxcsr_mask" / Int32ul,
-        "st" / Array(8, Struct("raw" / BytesInteger(10, swapped=True), Padding(6))),
-        "xmm" / Array(16, BytesInteger(16, swapped=True)),
-        "reserved" / Bytes(48),
-        "sw_reserved" / Bytes(48),
-    )
+    members = [
+        _legacy_member(name, list(rows))
+        for name, rows in groupby(legacy.fields(long_mode), key=lambda row: row.grammar)
+    ]
+    return Struct(*members)
 
 
-# SDM §13.4.2: the XSAVE header, bytes 512-575.
+# SDM §13.4.2: the XSAVE header, bytes 512-575 (arch/legacy.py HEADER).
 xsave_header = Struct(
-    "xstate_bv" / feature_flags(),
-    "xcomp_bv" / feature_flags(),
-    "reserved" / Bytes(48),
+    *(
+        row.grammar / (Bytes(row.size) if row.kind == "bytes" else feature_flags())
+        for row in legacy.HEADER
+        if row.grammar is not None
+    )
 )
 
 # Bytes 464-511 as the kernel writes them for ptrace and cores (regset.c, xstateregs_get):
@@ -113,16 +113,17 @@ signal_sw_bytes = Struct(
     "padding" / Bytes(28),
 )
 
-# SDM §13.5.12 and the AMX chapter (§3.2, "TILECFG"): the 64-byte tile configuration.
+# SDM §13.5.12 and the AMX chapter (§3.2, "TILECFG"): the 64-byte tile configuration,
+# at the places arch/tilecfg.py names (which decodes it without construct).
 xtilecfg = Struct(
     "palette" / Int8ul,
     "start_row" / Int8ul,
-    "reserved" / Bytes(14),
-    "colsb" / Array(16, Int16ul),
-    "rows" / Array(16, Int8ul),
+    "reserved" / Bytes(tilecfg.RESERVED[1] - tilecfg.RESERVED[0]),
+    "colsb" / Array(tilecfg.SLOTS, Int16ul),
+    "rows" / Array(tilecfg.SLOTS, Int8ul),
 )
 
-_SPECIAL = {17: xtilecfg}
+_SPECIAL = {BY_NAME["xtilecfg"].id: xtilecfg}
 
 
 def _integer(size: int) -> Any:

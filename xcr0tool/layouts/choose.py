@@ -8,7 +8,7 @@ disagree.
 
 from __future__ import annotations
 
-from xcr0tool.arch.components import COMPACTED_BIT, EXTENDED_START, bits
+from xcr0tool.arch.components import COMPACTED_BIT, EXTENDED_START, bits, is_extended
 from xcr0tool.errors import LayoutError
 from xcr0tool.model.image import (
     FXSAVE,
@@ -52,7 +52,7 @@ def choose_layout(found: Recognised) -> Layout:
             return _guess_compacted(found.xcomp_bv, found.origin)
         return _guess_standard(found.xcr0 | LEGACY_BITS, found.areas, found.origin)
     except LayoutError as exc:
-        raise found.refusal(str(exc).removeprefix(f"{found.origin}: ")) from None
+        raise found.refusal(exc.problem) from None
 
 
 def _guess_standard(xcr0: int, sizes: list[int], origin: str) -> Layout:
@@ -82,8 +82,10 @@ def _guess_compacted(xcomp_bv: int, origin: str) -> Layout:
             return layout.with_source(
                 f"sizes and alignment of {layout.source} (a compacted image needs no offsets)"
             )
-    unknown = [i for i in bits(wanted) if i not in profile_layout("intel").components and i >= 2]
+    intel = profile_layout("intel")
+    unknown = [i for i in bits(wanted) if is_extended(i) and intel.get(i) is None]
     raise LayoutError(
-        f"{origin}: no built-in layout knows components {unknown} of XCOMP_BV {xcomp_bv:#x};"
-        " pass --layout FILE"
+        origin,
+        f"no built-in layout knows components {unknown} of XCOMP_BV {xcomp_bv:#x};"
+        " pass --layout FILE",
     )

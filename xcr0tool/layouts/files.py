@@ -51,5 +51,4 @@ def load_layout_file(path: str) -> Layout:
             source += f" ({'; '.join(inferred)})"
         return layout_from_cpuid(leaves, source)
     except LayoutError as exc:
-        problem = str(exc).removeprefix(f"{source}: ").removeprefix(f"{path}: ")
-        raise InputError(path, problem) from None
+        raise InputError(path, exc.problem) from None

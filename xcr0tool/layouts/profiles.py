@@ -149,7 +149,7 @@ NAMES = (*BY_NAME, *ALIASES)
 def profile_layout(name: str) -> Layout:
     profile = BY_NAME.get(ALIASES.get(name, name))
     if profile is None:
-        raise LayoutError(f"no built-in layout {name!r}; choose one of {', '.join(NAMES)}")
+        raise LayoutError(None, f"no built-in layout {name!r}; choose one of {', '.join(NAMES)}")
     leaves: dict[int, tuple[int, int, int, int]] = {}
     for dump, lines in reversed(profile.dumps):
         leaves.update(parse_cpuid_dump(lines, dump))
@@ -158,32 +158,58 @@ def profile_layout(name: str) -> Layout:
     return base.with_source(f"built-in profile {profile.name} (CPUID of {cpus})")
 
 
+def _all_place_alike(layouts: Sequence[Layout], xcr0: int) -> bool:
+    offsets = layouts[0].standard_offsets(xcr0)
+    return all(other.standard_offsets(xcr0) == offsets for other in layouts[1:])
+
+
 def guess_layout(
     xcr0: int, size: int, what: str, candidates: Sequence[Layout] | None = None
 ) -> Layout:
     """Like gdb's guess for cores without a layout note: the profiles whose standard size
     for this XCR0 is exactly this size. Refuses when none fits, and when two fit but
-    disagree on an offset."""
+    disagree on an offset.
+
+    An image longer than its XCR0 needs (`mask --keep-size`, a buffer with room to
+    spare, which ptrace also takes: it reads the first user-size bytes) is read when
+    every built-in layout places that XCR0's components alike (x87, SSE and AVX are
+    at the same offsets everywhere): the layout then does not matter, and the rest of
+    the image is not read."""
     fits: list[Layout] = []
+    roomy: list[Layout] = []
+    known = 0  # layouts that place every component of XCR0
     for layout in candidates or [profile_layout(p.name) for p in PROFILES]:
         try:
-            if layout.standard_size(xcr0) == size:
-                fits.append(layout)
+            needed = layout.standard_size(xcr0)
         except LayoutError:
             continue
+        known += 1
+        if needed == size:
+            fits.append(layout)
+        elif needed < size:
+            roomy.append(layout)
+    if not fits and roomy and len(roomy) == known and _all_place_alike(roomy, xcr0):
+        chosen = roomy[0]
+        needed = chosen.standard_size(xcr0)
+        return chosen.with_source(
+            f"guess from XCR0 {xcr0:#x}: every built-in layout places it alike in {needed}"
+            f" bytes, the rest of the {size} is not read: {chosen.source}"
+        )
     if not fits:
         raise LayoutError(
-            f"{what}: no built-in layout has {size} bytes for XCR0 {xcr0:#x}"
+            what,
+            f"no built-in layout has {size} bytes for XCR0 {xcr0:#x}"
             f" ({describe_mask(xcr0)}); pass --layout FILE (a CPUID dump of the machine that"
-            " saved it)"
+            " saved it)",
         )
     chosen = fits[0]
     offsets = chosen.standard_offsets(xcr0)
     for other in fits[1:]:
         if other.standard_offsets(xcr0) != offsets:
             raise LayoutError(
-                f"{what}: two layouts fit XCR0 {xcr0:#x} and {size} bytes but place"
-                f" components differently: {chosen.name} and {other.name}; pass --layout"
+                what,
+                f"two layouts fit XCR0 {xcr0:#x} and {size} bytes but place"
+                f" components differently: {chosen.name} and {other.name}; pass --layout",
             )
     also = f"; {', '.join(str(f.name) for f in fits[1:])} agree" if fits[1:] else ""
     return chosen.with_source(f"guess from XCR0 {xcr0:#x} and {size} bytes: {chosen.source}{also}")

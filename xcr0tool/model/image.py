@@ -6,15 +6,18 @@ declares; the grammars are used where whole structures are decoded.
 
 Semantics (SDM vol. 1 §13.6 and §13.8): a component whose XSTATE_BV bit is clear is in
 its init state; its bytes mean nothing and its registers read as init values. MXCSR
-belongs to both SSE and AVX and follows XRSTOR's own rule (see mxcsr_loaded).
+belongs to both SSE and AVX and follows XRSTOR's own rule (arch/mxcsr.py). Which values
+can be an XCR0 is arch/xcr0.py's rule table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import cached_property
 
+from xcr0tool.arch import mxcsr
 from xcr0tool.arch.components import (
     CATALOGUE_MASK,
     COMPACTED_BIT,
@@ -23,11 +26,13 @@ from xcr0tool.arch.components import (
     SUPERVISOR_MASK,
     bits,
     describe_mask,
+    is_extended,
 )
 from xcr0tool.arch.offsets import SW_BYTES as SW_BYTES_OFFSET
 from xcr0tool.arch.offsets import XCOMP_BV as XCOMP_BV_OFFSET
 from xcr0tool.arch.offsets import XSTATE_BV as XSTATE_BV_OFFSET
 from xcr0tool.arch.offsets import read_u64
+from xcr0tool.arch.xcr0 import X87, XCR0_RULES, check_xcr0, is_xcr0, least_xcr0, xcr0_reason
 from xcr0tool.errors import InputError, LayoutError
 from xcr0tool.model.layout import LEGACY_BITS, Layout
 from xcr0tool.model.sigframe import (
@@ -37,13 +42,29 @@ from xcr0tool.model.sigframe import (
     signal_frame_info,
 )
 
-FCW_INIT = 0x037F
-MXCSR_INIT = 0x1F80
-MXCSR_MASK_DEFAULT = 0xFFBF  # SDM §10.5.1.2: a saved MXCSR_MASK of 0 means this
+# The rules of arch/xcr0.py a signal frame's xfeatures keeps too (see _xfeatures_flaw).
+_AVX_NEEDS_SSE, _NO_SUPERVISOR, _NO_BIT_63 = XCR0_RULES[1], XCR0_RULES[-2], XCR0_RULES[-1]
 
-STANDARD = "standard"
-COMPACTED = "compacted"
-FXSAVE = "fxsave"  # a bare 512-byte legacy region (NT_PRFPREG): no header, x87 and SSE in use
+FCW_INIT = 0x037F
+MXCSR_INIT = mxcsr.MXCSR_INIT
+MXCSR_MASK_DEFAULT = mxcsr.MXCSR_MASK_DEFAULT
+
+
+class ImageFormat(str, Enum):
+    """How an image is laid out (its JSON "format")."""
+
+    STANDARD = "standard"
+    COMPACTED = "compacted"
+    FXSAVE = "fxsave"  # a bare 512-byte legacy region (NT_PRFPREG): no header
+
+    __str__ = str.__str__
+
+
+STANDARD = ImageFormat.STANDARD
+COMPACTED = ImageFormat.COMPACTED
+FXSAVE = ImageFormat.FXSAVE
+
+XCR0_WORD = "XCR0 word at byte 464"  # the xcr0_source of the kernel's word
 
 
 def header_fields(data: bytes) -> tuple[int, int]:
@@ -51,26 +72,10 @@ def header_fields(data: bytes) -> tuple[int, int]:
     return read_u64(data, XSTATE_BV_OFFSET), read_u64(data, XCOMP_BV_OFFSET)
 
 
-def xcr0_flaw(value: int, xstate_bv: int) -> str | None:
-    """Why this cannot be an XCR0 that saved an image with this XSTATE_BV; None if it can.
-    (SDM §13.3: bit 0 always set, AVX needs SSE; no supervisor bits in XCR0.)"""
-    if value & 1 != 1:
-        return "bit 0 (x87) is clear"
-    if value & SUPERVISOR_MASK:
-        return f"it sets supervisor bits {', '.join(map(str, bits(value & SUPERVISOR_MASK)))}"
-    if value & COMPACTED_BIT:
-        return "it sets bit 63"
-    if value & 0b100 and not value & 0b10:
-        return "it sets bit 2 (AVX) without bit 1 (SSE)"
-    if xstate_bv & ~value:
-        stray = ", ".join(map(str, bits(xstate_bv & ~value)))
-        return f"XSTATE_BV {xstate_bv:#x} sets bits {stray} outside it"
-    return None
-
-
-def plausible_xcr0(value: int, xstate_bv: int) -> bool:
-    """Is this a value XCR0 can hold, covering XSTATE_BV?"""
-    return xcr0_flaw(value, xstate_bv) is None
+def xcr0_covers(value: int, xstate_bv: int) -> bool:
+    """Could XCR0 = value have saved an image with this XSTATE_BV? It is a value XCR0 can
+    hold, and XSTATE_BV names no component outside it."""
+    return is_xcr0(value) and not xstate_bv & ~value
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class XsaveImage:
     xcr0_source: str  # how xcr0 was learnt
     tid: int | None = None
     long_mode: bool = True  # 64-bit legacy region (FIP/FDP 8 bytes); False for 32-bit cores
-    format: str = STANDARD
+    format: ImageFormat = STANDARD
     notes: tuple[str, ...] = field(default=())
     event: int | None = None  # an rr trace's frame: its index in the events file
     # Components the source does not keep (CRIU: AMX, APX): their state is unknown, neither
@@ -138,17 +143,23 @@ class XsaveImage:
         return bool(self.xstate_bv >> component_id & 1)
 
     @property
-    def mxcsr_loaded(self) -> bool:
-        """Does XRSTOR load MXCSR from this image (rather than its init value)?
-
-        Measured on the CPU and as the SDM's XRSTOR pseudocode has it: the standard form
-        loads MXCSR whenever SSE or AVX is requested, whatever XSTATE_BV says; the
-        compacted form only when XSTATE_BV[1] is set. (gdb shows 0x1f80 whenever SSE and
-        AVX are both in init state; the kernel's cores and ptrace buffers then hold
-        0x1f80, so the two agree there.)"""
+    def requested(self) -> int:
+        """RFBM of the XRSTOR that loads this image as it was saved: XCR0 for the
+        standard form, XCOMP_BV for the compacted one, x87 and SSE for FXRSTOR."""
         if self.format == COMPACTED:
-            return self.in_use(1)
-        return True
+            return self.xcomp_bv & ~COMPACTED_BIT
+        if self.format == FXSAVE:
+            return LEGACY_BITS
+        return self.xcr0
+
+    @property
+    def mxcsr_loaded(self) -> bool:
+        """Does XRSTOR load MXCSR from this image (rather than keep or init it)? The one
+        predicate, arch/mxcsr.py: the standard form whenever XCR0 has SSE or AVX, whatever
+        XSTATE_BV says; the compacted form only with XSTATE_BV[1]; FXRSTOR always. (gdb
+        shows 0x1f80 whenever SSE and AVX are both in init state; the kernel's cores and
+        ptrace buffers then hold 0x1f80, so the two agree there.)"""
+        return xrstor_loads_mxcsr(self)
 
     def stored_bytes(self, component_id: int) -> bytes:
         """The bytes in the image's space for the component, whatever its state."""
@@ -167,7 +178,7 @@ class XsaveImage:
         return [
             i
             for i in self.component_ids
-            if i >= 2 and not self.in_use(i) and any(self.stored_bytes(i))
+            if is_extended(i) and not self.in_use(i) and any(self.stored_bytes(i))
         ]
 
 
@@ -181,9 +192,7 @@ class HostFallback:
     def fits(self, xstate_bv: int, size: int) -> bool:
         """Could this machine have saved the image? Its XCR0 covers XSTATE_BV and its
         standard size is the image's."""
-        return (
-            plausible_xcr0(self.xcr0, xstate_bv) and self.layout().standard_size(self.xcr0) == size
-        )
+        return xcr0_covers(self.xcr0, xstate_bv) and self.layout().standard_size(self.xcr0) == size
 
 
 @dataclass
@@ -193,7 +202,7 @@ class Recognised:
 
     data: bytes
     origin: str
-    format: str
+    format: ImageFormat
     xstate_bv: int
     xcomp_bv: int
     xcr0: int
@@ -218,7 +227,14 @@ def recognise(
     """Recognise the format of `data` and learn its XCR0 (SDM §13.4: the header; the
     kernel's XCR0 word at byte 464 or a signal frame's sw_bytes). `xcr0`: what the user
     said with --xcr0. `host`: this machine's XCR0 and layout, a fallback for images that
-    carry no XCR0 at all."""
+    carry no XCR0 at all.
+
+    The word at byte 464 counts as `--xcr0` would, refused alike when XCR0 cannot hold
+    it (arch/xcr0.py), except 0: no XSAVE instruction writes bytes 464-511 (SDM vol. 1
+    §13.4.1; tests/test_cpu_oracle.py test_xsave_writes_only_rfbm), so an image the CPU
+    saved into a zeroed buffer has 0 there, which says "no XCR0 word", not XCR0 = 0."""
+    if xcr0 is not None:
+        check_xcr0(xcr0)  # the one rule table: refused alike by every command
     size = len(data)
     frame = signal_frame_info(data)
     # What is wrong with a signal frame's sw_bytes (or why a buffer is not one): notes when
@@ -249,7 +265,7 @@ def recognise(
                 context,
             )
     word = None if frame else read_u64(data, SW_BYTES_OFFSET)
-    xfeatures_flaw = None if frame is None else xcr0_flaw(frame.xfeatures, xstate_bv)
+    xfeatures_flaw = None if frame is None else _xfeatures_flaw(frame.xfeatures, xstate_bv)
     if frame is not None and xfeatures_flaw is not None:
         context.append(
             f"signal frame: xfeatures {frame.xfeatures:#x} cannot be XCR0: {xfeatures_flaw}"
@@ -263,15 +279,19 @@ def recognise(
         xcr0, source = xcomp_bv & ~COMPACTED_BIT & ~SUPERVISOR_MASK, "XCOMP_BV"
     elif frame is not None and xfeatures_flaw is None:
         xcr0, source = frame.xfeatures, "signal frame sw_bytes xfeatures"
-    elif word is not None and plausible_xcr0(word, xstate_bv):
-        xcr0, source = word, "XCR0 word at byte 464"
+    elif word:
+        problem = xcr0_word_problem(word)
+        if problem is not None:
+            raise _refusal(origin, problem, context)
+        xcr0, source = word, XCR0_WORD
     elif host is not None and host.fits(xstate_bv, areas[0]):
         xcr0, source = host.xcr0, "this machine's XCR0 (the image has no XCR0 word)"
         host_layout = host.layout()
     else:
-        xcr0, source = xstate_bv | LEGACY_BITS, "XSTATE_BV (the image has no XCR0 word)"
-    if not plausible_xcr0(xcr0 | 1, 0) and not compacted:
-        raise _refusal(origin, f"XCR0 {xcr0:#x} is not a value XCR0 can hold", context)
+        # The least XCR0 that holds XSTATE_BV's components (x87 always; AVX-512's three
+        # together, with AVX and SSE): what saved the image at least.
+        xcr0 = least_xcr0(xstate_bv | LEGACY_BITS)
+        source = "XSTATE_BV (the image has no XCR0 word)"
     return Recognised(
         data, origin, COMPACTED if compacted else STANDARD, xstate_bv, xcomp_bv, xcr0,
         source, areas, context, frame, host_layout,
@@ -293,7 +313,7 @@ def assemble(
     try:
         needed = layout.compacted_size(xcomp_bv) if compacted else layout.standard_size(xcr0)
     except LayoutError as exc:
-        raise found.refusal(str(exc).removeprefix(f"{found.origin}: ")) from None
+        raise found.refusal(exc.problem) from None
     size = len(found.data)
     if size < needed:
         raise found.refusal(
@@ -317,6 +337,46 @@ def assemble(
         found.data, layout, found.origin, xcr0, found.xcr0_source, tid, long_mode,
         found.format, tuple(notes),
     )  # fmt: skip
+
+
+def xcr0_word_problem(word: int) -> str | None:
+    """Why the u64 at byte 464 cannot be the XCR0 that saved the image (None if it can,
+    and for 0, which means no word): the one reason text of arch/xcr0.py."""
+    reason = xcr0_reason(word) if word else None
+    if reason is None:
+        return None
+    return (
+        f"the word at byte {SW_BYTES_OFFSET} is not an XCR0: {reason};"
+        " pass --xcr0 to say which XCR0 saved the image"
+    )
+
+
+def _xfeatures_flaw(xfeatures: int, xstate_bv: int) -> str | None:
+    """Why a signal frame's xfeatures cannot stand for the XCR0 of its image (None if it
+    can). Not the XCR0 rule table: xfeatures is the task's user features, the RFBM of the
+    kernel's XSAVE into the frame, and on an AMX machine a task without AMX permission
+    gets 0x202e7, XTILECFG without XTILEDATA (arch/x86/kernel/fpu/xstate.c,
+    fpstate->user_xfeatures; seen in tests/test_sigframe.py's real frames). Only what no
+    XSAVE can have written is refused: no x87, AVX without SSE, supervisor bits, bit 63,
+    or an XSTATE_BV outside it."""
+    if not xfeatures & X87:
+        return "bit 0 (x87) is clear"
+    for rule in (_AVX_NEEDS_SSE, _NO_SUPERVISOR, _NO_BIT_63):
+        if not rule.holds(xfeatures):
+            return rule.text
+    if xstate_bv & ~xfeatures:
+        stray = ", ".join(map(str, bits(xstate_bv & ~xfeatures)))
+        return f"XSTATE_BV {xstate_bv:#x} sets bits {stray} outside it"
+    return None
+
+
+def xrstor_loads_mxcsr(image: XsaveImage) -> bool:
+    """Would XRSTOR (FXRSTOR for an FXSAVE area) of the image load its MXCSR?"""
+    if image.format == FXSAVE:
+        return True
+    return mxcsr.xrstor_loads_mxcsr(
+        compacted=image.format == COMPACTED, rfbm=image.requested, xstate_bv=image.xstate_bv
+    )
 
 
 def _refusal(origin: str, problem: str, context: list[str]) -> InputError:

@@ -5,27 +5,38 @@ offset (none for supervisor components), whether it is 64-byte aligned when comp
 and whether it is a supervisor component. Every layout carries `source`, a phrase that
 says where its numbers came from, and every output shows it.
 
-Compacted offsets follow SDM vol. 1 §13.4.3: start at 576, walk the set bits i >= 2 of
-XCOMP_BV in ascending order, round up to 64 where the component is aligned, place,
-add its size.
+Compacted offsets follow SDM vol. 1 §13.4.3: start at 576, walk the set bits of the
+extended components of XCOMP_BV in ascending order, round up to 64 where the component
+is aligned, place, add its size. This is the one size and offset algorithm: the host
+readers (sources/cpu.py, hostinfo.py) go through it too.
+
+A Layout is immutable and hashable (a frozen dataclass of tuples), so built-in profiles
+can be cached and shared and plans keyed by layout. Two layouts are equal when they
+place and size every component alike: `==` is the one way to say "same layout"; where
+the numbers came from (source, name, notes, the capable masks) is not compared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
+from xcr0tool.arch import legacy
 from xcr0tool.arch.components import (
     COMPACTED_BIT,
     EXTENDED_START,
+    LEGACY_MASK,
     bits,
     component,
+    extended_bits,
+    is_extended,
 )
 from xcr0tool.errors import LayoutError
 
 Leaf0D = Mapping[int, tuple[int, int, int, int]]  # sub-leaf -> (eax, ebx, ecx, edx)
 
-LEGACY_BITS = 0b11
+LEGACY_BITS = LEGACY_MASK
 # Bounds on what a layout may claim, whatever its source (a file, a dump, a core's note):
 # the largest real component is AMX TILEDATA at 8 KiB and the largest real standard area
 # 11008 bytes (Sapphire Rapids), so these are generous and still keep every size and
@@ -51,38 +62,69 @@ class ComponentLayout:
         return component(self.id).name
 
 
-# x87 and SSE always sit in the legacy region.
+# x87 and SSE always sit in the legacy region: their "offset" is where their registers
+# start there (ST0, XMM0), their size the catalogue's.
 LEGACY_COMPONENTS = (
-    ComponentLayout(0, 160, 0, False, False),
-    ComponentLayout(1, 256, 160, False, False),
+    ComponentLayout(
+        legacy.X87, component(legacy.X87).size, legacy.field("fcw").offset, False, False
+    ),
+    ComponentLayout(
+        legacy.SSE, component(legacy.SSE).size, legacy.field("xmm").offset, False, False
+    ),
 )
 
 
 @dataclass(frozen=True)
 class Layout:
-    source: str
-    components: Mapping[int, ComponentLayout]  # extended components only (id >= 2)
-    name: str | None = None  # a built-in profile's name
-    xcr0_capable: int | None = None
-    xss_capable: int | None = None
-    notes: tuple[str, ...] = field(default=())
+    source: str = field(compare=False)
+    components: tuple[ComponentLayout, ...]  # extended components only, ascending id
+    name: str | None = field(default=None, compare=False)  # a built-in profile's name
+    xcr0_capable: int | None = field(default=None, compare=False)
+    xss_capable: int | None = field(default=None, compare=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    _index: Mapping[int, ComponentLayout] = field(init=False, repr=False, compare=False, hash=False)
+
+    _hash: int = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.components, key=lambda e: e.id))
+        if any(not is_extended(e.id) for e in ordered):
+            raise ValueError("a Layout lists extended components only")
+        object.__setattr__(self, "components", ordered)
+        object.__setattr__(self, "_index", MappingProxyType({e.id: e for e in ordered}))
+        # Hashed once: transforms key their cached plans by layout, per image.
+        object.__setattr__(self, "_hash", hash(ordered))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(self._index)
 
     def get(self, component_id: int) -> ComponentLayout | None:
-        if component_id < 2:
+        if not is_extended(component_id):
             return LEGACY_COMPONENTS[component_id]
-        return self.components.get(component_id)
+        return self._index.get(component_id)
 
     def require(self, component_id: int) -> ComponentLayout:
         found = self.get(component_id)
         if found is None:
             raise LayoutError(
+                None,
                 f"the layout ({self.source}) does not know component {component_id}"
-                f" ({component(component_id).name})"
+                f" ({component(component_id).name})",
             )
         return found
 
+    def user_mask(self) -> int:
+        """The components with a place in the standard format (user components)."""
+        return LEGACY_BITS | sum(
+            1 << e.id for e in self.components if e.standard_offset is not None
+        )
+
     def known_mask(self) -> int:
-        return LEGACY_BITS | sum(1 << i for i in self.components)
+        return LEGACY_BITS | sum(1 << i for i in self._index)
 
     def with_source(self, source: str) -> Layout:
         return replace(self, source=source)
@@ -95,8 +137,9 @@ class Layout:
             entry = self.require(i)
             if entry.standard_offset is None:
                 raise LayoutError(
+                    None,
                     f"component {i} ({entry.name}) is a supervisor component:"
-                    " the standard format has no place for it"
+                    " the standard format has no place for it",
                 )
             offsets[i] = entry.standard_offset
         return offsets
@@ -106,7 +149,7 @@ class Layout:
         ends = [
             offset + self.require(i).size
             for i, offset in self.standard_offsets(xcr0).items()
-            if i >= 2
+            if is_extended(i)
         ]
         return max([EXTENDED_START, *ends])
 
@@ -114,7 +157,7 @@ class Layout:
     def compacted_offsets(self, xcomp_bv: int) -> dict[int, int]:
         offsets = {i: self.require(i).standard_offset or 0 for i in bits(xcomp_bv & LEGACY_BITS)}
         cursor = EXTENDED_START
-        for i in bits(xcomp_bv & ~COMPACTED_BIT & ~LEGACY_BITS):
+        for i in bits(extended_bits(xcomp_bv)):
             entry = self.require(i)
             if entry.aligned:
                 cursor = (cursor + 63) & ~63
@@ -126,13 +169,13 @@ class Layout:
         ends = [EXTENDED_START] + [
             offset + self.require(i).size
             for i, offset in self.compacted_offsets(xcomp_bv).items()
-            if i >= 2
+            if is_extended(i)
         ]
         return max(ends)
 
     # Serialisation -----------------------------------------------------------------
     def entries(self) -> list[ComponentLayout]:
-        return [*LEGACY_COMPONENTS, *(self.components[i] for i in sorted(self.components))]
+        return [*LEGACY_COMPONENTS, *self.components]
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -185,17 +228,21 @@ def layout_from_components(
     """A layout of these components; LayoutError naming the first one no CPU can have."""
     entries = list(entries)
     for entry in entries:
-        flaw = entry_flaw(entry) if entry.id >= 2 else None
+        flaw = entry_flaw(entry) if is_extended(entry.id) else None
         if flaw is not None:
-            raise LayoutError(f"{source}: {flaw}")
-    return Layout(source=source, components={e.id: e for e in entries if e.id >= 2}, **extra)  # type: ignore[arg-type]
+            raise LayoutError(source, flaw)
+    return Layout(
+        source,
+        tuple(e for e in entries if is_extended(e.id)),
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 def layout_from_cpuid(leaves: Leaf0D, source: str, name: str | None = None) -> Layout:
     """A layout from CPUID leaf 0xD sub-leaves, as the CPU (or a dump of one) gives them."""
     entries = []
     for i, (eax, ebx, ecx, _edx) in sorted(leaves.items()):
-        if i < 2 or eax == 0:
+        if not is_extended(i) or eax == 0:
             continue
         supervisor = bool(ecx & _SUPERVISOR_FLAG)
         entries.append(
@@ -224,7 +271,7 @@ def layout_from_json(data: object, source: str) -> Layout:
     file's own "source" (the machine it describes) is kept after where it was read from."""
 
     def refuse(problem: str) -> LayoutError:
-        return LayoutError(f"{source}: not a layout file: {problem}")
+        return LayoutError(source, f"not a layout file: {problem}")
 
     if not isinstance(data, dict) or not isinstance(data.get("components"), list):
         raise refuse('expected {"components": [...]}')
@@ -246,7 +293,7 @@ def layout_from_json(data: object, source: str) -> Layout:
             supervisor=supervisor,
             xfd=bool(record.get("xfd", False)),
         )
-        if entry.id < 2:
+        if entry.id < len(LEGACY_COMPONENTS):  # x87, SSE: where the legacy region has them
             if not entry.id >= 0 or (entry.size, entry.standard_offset) != (
                 LEGACY_COMPONENTS[entry.id].size,
                 LEGACY_COMPONENTS[entry.id].standard_offset,
@@ -291,24 +338,25 @@ def _is_integer(value: object) -> bool:
 
 def layout_from_note(descriptor: bytes, source: str) -> Layout:
     """NT_X86_XSAVE_LAYOUT (Linux 6.12+, arch/x86/kernel/fpu/xstate.c): 16-byte records
-    {u32 type, u32 size, u32 offset, u32 flags} for each enabled user component i >= 2.
+    {u32 type, u32 size, u32 offset, u32 flags} for each enabled extended user component.
 
     The note does not say which components are 64-byte aligned when compacted; that is
     taken from the catalogue (AMX, the only aligned user components on real CPUs).
     """
     if len(descriptor) % 16:
         raise LayoutError(
-            f"{source}: {len(descriptor)} bytes is not a whole number of 16-byte records"
+            source, f"{len(descriptor)} bytes is not a whole number of 16-byte records"
         )
     entries = []
     for at in range(0, len(descriptor), 16):
         kind, size, offset, _flags = (
             int.from_bytes(descriptor[at + k : at + k + 4], "little") for k in range(0, 16, 4)
         )
-        if kind < 2 or kind > 62 or size == 0 or offset < EXTENDED_START:
+        if not is_extended(kind) or kind > 62 or size == 0 or offset < EXTENDED_START:
             raise LayoutError(
-                f"{source}: record {at // 16} is not a user component"
-                f" (type {kind}, size {size}, offset {offset})"
+                source,
+                f"record {at // 16} is not a user component"
+                f" (type {kind}, size {size}, offset {offset})",
             )
         entries.append(ComponentLayout(kind, size, offset, component(kind).aligned, False))
     return layout_from_components(entries, source, notes=("alignment from the catalogue",))
@@ -318,7 +366,7 @@ def note_from_layout(layout: Layout, xcr0: int) -> bytes:
     """The NT_X86_XSAVE_LAYOUT descriptor the kernel would write for this XCR0."""
     out = bytearray()
     for i, offset in sorted(layout.standard_offsets(xcr0).items()):
-        if i >= 2:
+        if is_extended(i):
             for word in (i, layout.require(i).size, offset, 0):
                 out += word.to_bytes(4, "little")
     return bytes(out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from xcr0tool.arch.components import EXTENDED_START, bits
+from xcr0tool.arch.components import EXTENDED_START, bits, is_extended
 from xcr0tool.model.layout import LEGACY_COMPONENTS, Layout
 
 Regs = tuple[int, int, int, int]
@@ -50,9 +50,9 @@ def cpuid_record(table: CpuidTable, leaf: int, subleaf: int) -> Regs | None:
 
 def leaf_0d_from_layout(layout: Layout) -> dict[tuple[int, int], Regs]:
     """CPUID.(0xD,i) as a machine with this layout would report it, for each component
-    i >= 2 the layout lists (EAX size, EBX standard offset, ECX flags)."""
+    extended component i the layout lists (EAX size, EBX standard offset, ECX flags)."""
     table: dict[tuple[int, int], Regs] = {}
-    for entry in layout.components.values():
+    for entry in layout.components:
         flags = (
             (_SUPERVISOR if entry.supervisor else 0)
             | (_ALIGNED if entry.aligned else 0)
@@ -135,7 +135,7 @@ class Machine:
 
     def unplaced(self) -> list[int]:
         """Components of XCR0 the description gives no size and offset for."""
-        return [i for i in bits(self.xcr0) if i >= 2 and self.placement(i) is None]
+        return [i for i in bits(self.xcr0) if is_extended(i) and self.placement(i) is None]
 
     @property
     def standard_size(self) -> int:
@@ -143,7 +143,7 @@ class Machine:
         ends = [EXTENDED_START]
         for i in bits(self.xcr0):
             place = self.placement(i)
-            if i >= 2 and place is not None:
+            if is_extended(i) and place is not None:
                 ends.append(place.offset + place.size)
         return max(ends)
 

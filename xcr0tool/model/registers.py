@@ -14,10 +14,12 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from functools import cache
 from typing import NamedTuple
 
+from xcr0tool.arch import legacy
 from xcr0tool.arch import offsets as at
-from xcr0tool.arch.components import CATALOGUE, Component, component
+from xcr0tool.arch.components import BY_NAME, CATALOGUE, component, is_extended
 from xcr0tool.model.image import FCW_INIT, MXCSR_INIT, XsaveImage
 
 TAG_VALID, TAG_ZERO, TAG_SPECIAL, TAG_EMPTY = 0, 1, 2, 3
@@ -59,49 +61,46 @@ def _u(data: bytes, offset: int, size: int) -> int:
 
 
 def _legacy(image: XsaveImage) -> Iterator[Register]:
-    # The bytes grammar.legacy_region declares, read by slicing: decode of a core with
-    # hundreds of threads must not pay for a construct parse per thread (a test checks
-    # that both readings agree).
+    # The bytes and gdb names of the one legacy-region table (arch/legacy.py), read by
+    # slicing: decode of a core with hundreds of threads must not pay for a construct
+    # parse per thread (tests/test_legacy_table.py checks both readings agree).
     data = image.data
-    x87 = image.in_use(0)
-    sse = image.in_use(1)
-    stack = [_u(data, at.ST0 + at.ST_STRIDE * i, 10) for i in range(8)] if x87 else [0] * 8
-    fsw = _u(data, at.FSW, 2) if x87 else 0
-    if image.long_mode:
-        fip, fdp = _u(data, at.FIP, 8), _u(data, at.FDP, 8)
-        fiseg, fioff, foseg, fooff = fip >> 32, fip & 0xFFFFFFFF, fdp >> 32, fdp & 0xFFFFFFFF
-    else:
-        fiseg, fioff = _u(data, at.FCS_32, 2), _u(data, at.FIP, 4)
-        foseg, fooff = _u(data, at.FDS_32, 2), _u(data, at.FDP, 4)
+    x87 = image.in_use(legacy.X87)
+    sse = image.in_use(legacy.SSE)
+    long_mode = image.long_mode
+    st = legacy.field("st", long_mode)
+    stack = [_u(data, slot, st.size) for slot, _, _ in st.slots()] if x87 else [0] * len(st.slots())
+    control = _x87_control(long_mode)
     if x87:
-        abridged = data[at.ABRIDGED_FTW]
-        x87_values = {
-            "fctrl": _u(data, at.FCW, 2),
-            "fstat": fsw,
-            "ftag": full_tag_word(abridged, fsw, stack),
-            "fiseg": fiseg,
-            "fioff": fioff,
-            "foseg": foseg,
-            "fooff": fooff,
-            "fop": _u(data, at.FOP, 2) & 0x7FF,
-        }
+        values = {name: _u(data, offset, size) for name, (offset, size, _) in control.items()}
+        # gdb (i387_supply_fxsave): ftag is the full tag word computed from the abridged
+        # one and the registers' contents (i387_tag); fop keeps its 11 bits.
+        values["ftag"] = full_tag_word(values["ftag"], values["fstat"], stack)
+        values["fop"] &= 0x7FF
     else:
-        x87_values = dict.fromkeys(_X87_CONTROL, 0) | {"fctrl": FCW_INIT, "ftag": 0xFFFF}
-    for i, raw in enumerate(stack):
-        yield Register(f"st{i}", raw, 10, 0, x87)
-    for name, value in x87_values.items():
-        yield Register(name, value, _X87_CONTROL[name], 0, x87)
-    for i in range(16 if image.long_mode else 8):
-        yield Register(f"xmm{i}", _u(data, at.XMM0 + 16 * i, 16) if sse else 0, 16, 1, sse)
+        values = dict.fromkeys(control, 0) | {"fctrl": FCW_INIT, "ftag": 0xFFFF}
+    for (_, name, _), raw in zip(st.slots(), stack, strict=True):
+        yield Register(name, raw, st.size, legacy.X87, x87)
+    for name in legacy.X87_CONTROL_ORDER:
+        yield Register(name, values[name], control[name][2], legacy.X87, x87)
+    xmm = legacy.field("xmm", long_mode)
+    for slot, name, _ in xmm.slots():
+        yield Register(name, _u(data, slot, xmm.size) if sse else 0, xmm.size, legacy.SSE, sse)
+    row = legacy.field("mxcsr", long_mode)
     loaded = image.mxcsr_loaded
-    in_use = image.in_use(1) or image.in_use(2)
-    yield Register("mxcsr", _u(data, at.MXCSR, 4) if loaded else MXCSR_INIT, 4, 1, in_use)
+    in_use = image.in_use(legacy.SSE) or image.in_use(YMM)
+    value = _u(data, row.offset, row.size) if loaded else MXCSR_INIT
+    yield Register("mxcsr", value, row.size, legacy.SSE, in_use)
 
 
-# gdb's x87 control registers and their sizes in bytes.
-_X87_CONTROL = {
-    "fctrl": 2, "fstat": 2, "ftag": 2, "fiseg": 4, "fioff": 4, "foseg": 4, "fooff": 4, "fop": 2,
-}  # fmt: skip
+@cache
+def _x87_control(long_mode: bool) -> dict[str, tuple[int, int, int]]:
+    """gdb's x87 control registers: name -> (offset, bytes read, register size)."""
+    return {
+        row.register: (row.offset, row.size, row.register_size or row.size)
+        for row in legacy.fields(long_mode)
+        if row.component == legacy.X87 and row.repeat == 1 and row.register is not None
+    }
 
 
 def component_fields(image: XsaveImage, component_id: int) -> dict[str, int]:
@@ -115,53 +114,61 @@ def component_fields(image: XsaveImage, component_id: int) -> dict[str, int]:
     }
 
 
+# The components whose fields are pieces of vector registers (catalogue rows with
+# vector_piece), assembled the way gdb's i387_supply_xsave does.
+YMM, ZMM_HI256, HI16_ZMM = (BY_NAME[name].id for name in ("ymm", "zmm_hi256", "hi16_zmm"))
+# gdb shows each of zmm16-31 (Hi16_ZMM) at three widths too.
+_HI16_VIEWS = (("xmm", 16), ("ymm", 32), ("zmm", 64))
+
+
+def _widened(image: XsaveImage, component_id: int, vectors: list[int]) -> Iterator[Register]:
+    """The wider registers one piece component makes of `vectors` (the XMM registers, or
+    what AVX made of them), which it widens in place: ymmN = xmmN | ymmNh << 128."""
+    comp = component(component_id)
+    values = component_fields(image, component_id)
+    in_use = image.in_use(component_id)
+    for i, field in enumerate(comp.fields[: len(vectors)]):  # 32-bit code: 8 of 16
+        vectors[i] |= values[field.name] << field.shift
+        size = field.shift // 8 + field.size
+        yield Register(field.register_name, vectors[i], size, component_id, in_use)
+
+
 def registers(image: XsaveImage) -> list[Register]:
     """Every register of the image, in gdb's order where gdb has them."""
     out = list(_legacy(image))
     present = image.offsets
-    long_mode = image.long_mode
     # Vector registers are built from pieces: xmmN (SSE), its upper 128 bits (AVX),
     # its upper 256 bits (ZMM_Hi256); zmm16-31 (Hi16_ZMM) hold all three widths.
-    vectors = [r.value for r in out if r.component == 1 and r.name != "mxcsr"]
-    if 2 in present:
-        avx = component_fields(image, 2)
-        in_use = image.in_use(2)
-        for i in range(len(vectors)):
-            vectors[i] |= avx[f"ymm{i}h"] << 128
-            out.append(Register(f"ymm{i}", vectors[i], 32, 2, in_use))
+    vectors = [r.value for r in out if r.component == legacy.SSE and r.name != "mxcsr"]
+    if YMM in present:
+        out.extend(_widened(image, YMM, vectors))
     for component_id in sorted(present):
-        if component_id >= 3 and component_id not in (6, 7):
+        comp = component(component_id)
+        if is_extended(component_id) and not comp.vector_piece:
             out.extend(_component_registers(image, component_id))
-    if 6 in present:
-        zmm_hi = component_fields(image, 6)
-        in_use = image.in_use(6)
-        for i in range(len(vectors)):  # 32-bit code sees zmm0-7 only
-            out.append(Register(f"zmm{i}", vectors[i] | zmm_hi[f"zmm{i}h"] << 256, 64, 6, in_use))
-    if 7 in present and long_mode:  # zmm16-31 do not exist for 32-bit code
-        hi16 = component_fields(image, 7)
-        in_use = image.in_use(7)
-        for width, size in (("xmm", 16), ("ymm", 32), ("zmm", 64)):
+    if ZMM_HI256 in present:
+        out.extend(_widened(image, ZMM_HI256, vectors))
+    if HI16_ZMM in present and image.long_mode:  # zmm16-31 do not exist for 32-bit code
+        hi16 = component_fields(image, HI16_ZMM)
+        in_use = image.in_use(HI16_ZMM)
+        fields = component(HI16_ZMM).fields
+        for width, size in _HI16_VIEWS:
             keep = (1 << (8 * size)) - 1
-            for i in range(16, 32):
-                out.append(Register(f"{width}{i}", hi16[f"zmm{i}"] & keep, size, 7, in_use))
+            for field in fields:
+                name = width + field.register_name.removeprefix("zmm")
+                out.append(Register(name, hi16[field.name] & keep, size, HI16_ZMM, in_use))
     return out
-
-
-def _whole(comp: Component) -> bool:
-    """A component shown as one register of all its bytes: one without fields, or
-    TILECFG, whose parts descriptions.py shows."""
-    return comp.id == 17 or not comp.fields
 
 
 def _component_registers(image: XsaveImage, component_id: int) -> Iterator[Register]:
     """Registers of one extended component: its catalogue fields, as its grammar reads
-    them, or one register of all its bytes (`_whole`)."""
+    them (TILECFG is one field, whose parts render/values.py shows); a component without
+    fields is one register of all its bytes."""
     comp = component(component_id)
     in_use = image.in_use(component_id)
     raw = image.component_bytes(component_id)
-    if _whole(comp):
-        name = comp.fields[0].name if comp.fields else comp.name
-        yield Register(name, int.from_bytes(raw, "little"), len(raw), component_id, in_use)
+    if not comp.fields:
+        yield Register(comp.name, int.from_bytes(raw, "little"), len(raw), component_id, in_use)
         return
     values = component_fields(image, component_id)
     for field in comp.fields:
@@ -172,14 +179,16 @@ def _component_registers(image: XsaveImage, component_id: int) -> Iterator[Regis
 def register_names() -> list[str]:
     """Every name `registers` can give (what --reg matches), in its order for a 64-bit
     image that holds every catalogue component."""
-    names = [f"st{i}" for i in range(8)] + list(_X87_CONTROL)
-    names += [f"xmm{i}" for i in range(16)] + ["mxcsr"] + [f"ymm{i}" for i in range(16)]
+    names = [name for _, name, _ in legacy.field("st").slots()]
+    names += list(legacy.X87_CONTROL_ORDER)
+    names += [name for _, name, _ in legacy.field("xmm").slots()] + ["mxcsr"]
+    names += [f.register_name for f in component(YMM).fields]
     for comp in CATALOGUE:
-        if comp.id >= 3 and comp.id not in (6, 7):
-            whole = comp.fields[0].name if comp.fields else comp.name
-            names += [whole] if _whole(comp) else [f.name for f in comp.fields]
-    names += [f"zmm{i}" for i in range(16)]
-    names += [f"{width}{i}" for width in ("xmm", "ymm", "zmm") for i in range(16, 32)]
+        if is_extended(comp.id) and not comp.vector_piece:
+            names += [f.name for f in comp.fields] if comp.fields else [comp.name]
+    names += [f.register_name for f in component(ZMM_HI256).fields]
+    hi16 = component(HI16_ZMM).fields
+    names += [width + f.register_name.removeprefix("zmm") for width, _ in _HI16_VIEWS for f in hi16]
     return names
 
 

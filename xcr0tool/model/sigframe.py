@@ -47,20 +47,66 @@ FSAVE_HEADER_SIZE = 112
 MAGIC2_SIZE = 4
 
 
+def below_header(frame: SignalFrameInfo) -> str | None:
+    """xstate_size too small to hold the legacy region and header: the first thing
+    rt_sigreturn checks (signal.c check_xstate_in_sigframe) and a frame never written."""
+    if frame.xstate_size < EXTENDED_START:
+        return (
+            f"xstate_size {frame.xstate_size} is below {EXTENDED_START}, the legacy region and"
+            " XSAVE header"
+        )
+    return None
+
+
+def sigreturn_size_problems(
+    frame: SignalFrameInfo, user_size: int | None, user_size_source: str
+) -> list[str]:
+    """What rt_sigreturn finds wrong with xstate_size, in the order it tests it
+    (check_xstate_in_sigframe): below the header, above the kernel's user size (when
+    known), above extended_size."""
+    problems = [p for p in (below_header(frame),) if p]
+    size = frame.xstate_size
+    if user_size is not None and size > user_size:
+        problems.append(
+            f"xstate_size {size} exceeds the kernel's user xstate size"
+            f" {user_size} ({user_size_source})"
+        )
+    if size > frame.extended_size:
+        problems.append(f"xstate_size {size} exceeds extended_size {frame.extended_size}")
+    return problems
+
+
+def magic2_problem(frame: SignalFrameInfo, size: int) -> str | None:
+    """magic2, the u32 at xstate_size, missing (past the end of the `size`-byte buffer)
+    or wrong: rt_sigreturn then ignores the extended state."""
+    at = frame.xstate_size
+    if frame.magic2 is None:
+        return (
+            f"no magic2: it would be at byte {at} (xstate_size), past the end of the"
+            f" {size}-byte buffer"
+        )
+    if not frame.magic2_ok:
+        return (
+            f"magic2 at byte {at} (xstate_size) is {frame.magic2:#010x},"
+            f" not {FP_XSTATE_MAGIC2:#010x}"
+        )
+    return None
+
+
 def signal_frame_problems(frame: SignalFrameInfo, size: int) -> list[str]:
     """What is wrong with a signal frame's sw_bytes, given the `size`-byte buffer it came in.
 
     The kernel writes (arch/x86/kernel/fpu/signal.c, save_sw_bytes and
     save_xstate_epilog): xstate_size = its user XSAVE size, extended_size = xstate_size
     + 4 (+ 112 in a 32-bit frame), and magic2 right after the XSAVE area, at xstate_size.
-    Checked in the order rt_sigreturn checks them (check_xstate_in_sigframe).
+    Checked in the order rt_sigreturn checks them (check_xstate_in_sigframe), with the
+    reader's checks above.
     """
     problems = []
     at = frame.xstate_size
-    if at < EXTENDED_START:
-        problems.append(
-            f"xstate_size {at} is below {EXTENDED_START}, the legacy region and XSAVE header"
-        )
+    too_small = below_header(frame)
+    if too_small:
+        problems.append(too_small)
     elif frame.magic2 is None and frame.extended_size == at + MAGIC2_SIZE:
         # the two sizes agree with each other: the copy, not the sw_bytes, fell short
         problems.append(
@@ -72,11 +118,10 @@ def signal_frame_problems(frame: SignalFrameInfo, size: int) -> list[str]:
         problems.append(
             f"no magic2: xstate_size {at} points past the end of the {size}-byte buffer"
         )
-    elif not frame.magic2_ok:
-        problems.append(
-            f"magic2 at byte {at} (xstate_size) is {frame.magic2:#010x},"
-            f" not {FP_XSTATE_MAGIC2:#010x}"
-        )
+    else:
+        wrong = magic2_problem(frame, size)
+        if wrong:
+            problems.append(wrong)
     expected = at + MAGIC2_SIZE
     if frame.extended_size == expected + FSAVE_HEADER_SIZE:
         problems.append(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from xcr0tool.arch.components import bits, component, describe_mask
+from xcr0tool.arch.xcr0 import broken_rule, is_xcr0, xcr0_reason
 from xcr0tool.errors import InputError
 from xcr0tool.model.machine import (
     CRIU_FPU_CAPS,
@@ -36,7 +37,6 @@ from xcr0tool.model.machine import (
     Placement,
     cpuid_record,
 )
-from xcr0tool.ops.transforms import XCR0_RULES
 
 X87 = 1
 
@@ -158,11 +158,13 @@ class CompatResult:
 
 
 def xcr0_allowed(value: int) -> bool:
-    return all(rule.holds(value) for rule in XCR0_RULES)
+    """The one rule table (arch/xcr0.py)."""
+    return is_xcr0(value)
 
 
 def broken_xcr0_rule(value: int) -> str | None:
-    return next((rule.text for rule in XCR0_RULES if not rule.holds(value)), None)
+    rule = broken_rule(value)
+    return None if rule is None else rule.text
 
 
 # The most bits added to a valid XCR0 at once while growing it: the rule table's largest
@@ -202,13 +204,9 @@ def largest_valid_subset(candidate: int, allowed: Callable[[int], bool] = xcr0_a
 def check_machine(machine: Machine) -> None:
     """What every later answer needs: an XCR0 XSETBV would accept, each of whose
     components the description places."""
-    broken = broken_xcr0_rule(machine.xcr0)
-    if broken is not None:
-        raise InputError(
-            machine.source,
-            f"XCR0 {machine.xcr0:#x} ({machine.xcr0_source}) is not a value XCR0 can hold:"
-            f" {broken}",
-        )
+    reason = xcr0_reason(machine.xcr0)  # the one reason text (arch/xcr0.py)
+    if reason is not None:
+        raise InputError(machine.source, f"{reason} (XCR0 from {machine.xcr0_source})")
     missing = machine.unplaced()
     if missing:
         names = ", ".join(f"{i} ({component(i).name})" for i in missing)

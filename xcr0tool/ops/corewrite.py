@@ -90,7 +90,7 @@ def write_result(opened: Opened, images: Sequence[XsaveImage], output: str | Non
     layout_note = None
     if core.xsave_layout is not None:
         first = images[0]
-        if any(i.xcr0 != first.xcr0 or i.layout is not first.layout for i in images):
+        if any(i.xcr0 != first.xcr0 or i.layout != first.layout for i in images):
             raise XcrError(
                 f"{opened.result.name}: threads ended with different XCR0 or layouts; one"
                 " NT_X86_XSAVE_LAYOUT cannot describe them"

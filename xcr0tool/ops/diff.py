@@ -20,10 +20,12 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
+from functools import cache
 from itertools import zip_longest
 
-from xcr0tool.arch import offsets as at
-from xcr0tool.arch.components import EXTENDED_START, LEGACY_SIZE, component
+from xcr0tool.arch import legacy
+from xcr0tool.arch.components import LEGACY_SIZE, component, is_extended
 from xcr0tool.errors import InputError
 from xcr0tool.model.image import FXSAVE, XsaveImage
 from xcr0tool.model.registers import registers, select
@@ -32,7 +34,20 @@ from xcr0tool.sources.open import SourceResult
 LANES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "f32": 4, "f64": 8}
 DEFAULT_LANES = "u32"
 STATE, RAW = "state", "raw"
-SAME, DIFFERENT, ONLY_A, ONLY_B = "same", "different", "only-a", "only-b"
+
+
+class DiffStatus(str, Enum):
+    """How a pair of threads, or a register, compares (the JSON "status")."""
+
+    SAME = "same"
+    DIFFERENT = "different"
+    ONLY_A = "only-a"
+    ONLY_B = "only-b"
+
+    __str__ = str.__str__
+
+
+SAME, DIFFERENT, ONLY_A, ONLY_B = DiffStatus
 
 
 # Lanes ---------------------------------------------------------------------------------
@@ -90,7 +105,7 @@ class RegisterChange:
     lanes: tuple[LaneChange, ...]  # the differing lanes; empty when one side has none
 
     @property
-    def status(self) -> str:
+    def status(self) -> DiffStatus:
         if self.a is None:
             return ONLY_B
         if self.b is None:
@@ -122,7 +137,7 @@ def compare_headers(a: XsaveImage, b: XsaveImage) -> tuple[HeaderChange, ...]:
     """The header fields that differ. Layouts differ when they place or size a component
     differently, not merely because each names its own source (two cores' notes)."""
     fa, fb = header_values(a), header_values(b)
-    same_layout = a.layout.components == b.layout.components
+    same_layout = a.layout == b.layout  # Layout equality: same places and sizes
     return tuple(
         HeaderChange(k, fa[k], fb[k])
         for k in fa
@@ -179,63 +194,19 @@ PAST_END = Place(None, "past the end", None)
 GAP = Place(None, "no component", None)
 
 
+@cache
 def _legacy_places(long_mode: bool) -> list[tuple[int, int, Place]]:
-    """SDM vol. 1 tables 10-2 and 10-3: the legacy region, byte ranges to places."""
-    if long_mode:  # 64-bit FIP and FDP: gdb shows their upper halves as fiseg and foseg
-        pointers: list[tuple[int, int, str, str | None]] = [
-            (at.FIP, at.FIP + 4, "FIP", "fioff"),
-            (at.FIP + 4, at.FDP, "FIP", "fiseg"),
-            (at.FDP, at.FDP + 4, "FDP", "fooff"),
-            (at.FDP + 4, at.MXCSR, "FDP", "foseg"),
-        ]
-    else:
-        pointers = [
-            (at.FIP, at.FCS_32, "FIP", "fioff"),
-            (at.FCS_32, at.FCS_32 + 2, "FCS", "fiseg"),
-            (at.FCS_32 + 2, at.FDP, "reserved", None),
-            (at.FDP, at.FDS_32, "FDP", "fooff"),
-            (at.FDS_32, at.FDS_32 + 2, "FDS", "foseg"),
-            (at.FDS_32 + 2, at.MXCSR, "reserved", None),
-        ]
-    x87 = [
-        (at.FCW, at.FSW, "FCW", "fctrl"),
-        (at.FSW, at.ABRIDGED_FTW, "FSW", "fstat"),
-        (at.ABRIDGED_FTW, at.ABRIDGED_FTW + 1, "abridged FTW", "ftag"),
-        (at.ABRIDGED_FTW + 1, at.FOP, "reserved", None),
-        (at.FOP, at.FIP, "FOP", "fop"),
-        *pointers,
-    ]
-    out = [(start, end, Place(0, name, reg)) for start, end, name, reg in x87]
-    out += [
-        (at.MXCSR, at.MXCSR_MASK, Place(1, "MXCSR", "mxcsr")),
-        (at.MXCSR_MASK, at.ST0, Place(1, "MXCSR_MASK", None)),
-    ]
-    for i in range(8):
-        st = at.ST0 + at.ST_STRIDE * i
-        out.append((st, st + 10, Place(0, f"st{i}", f"st{i}")))
-        out.append((st + 10, st + at.ST_STRIDE, Place(0, f"st{i} padding", None)))
-    for i in range(16):
-        xmm = at.XMM0 + 16 * i
-        place = Place(1, f"xmm{i}", f"xmm{i}") if long_mode or i < 8 else Place(1, "reserved", None)
-        out.append((xmm, xmm + 16, place))
-    out.append((at.XMM0 + 16 * 16, at.SW_BYTES, Place(None, "reserved", None)))
-    out.append((at.SW_BYTES, LEGACY_SIZE, Place(None, "software-reserved", None)))
+    """The legacy region and header, byte ranges to places: the one field table
+    (arch/legacy.py; SDM vol. 1 tables 10-2 and 10-3), the padding of array slots
+    (st0-st7 use 10 of their 16 bytes) named "<slot> padding"."""
+    out = []
+    for row in (*legacy.fields(long_mode), *legacy.HEADER):
+        for start, name, register in row.slots():
+            out.append((start, start + row.size, Place(row.component, name, register)))
+            if row.repeat > 1 and row.stride > row.size:
+                padding = Place(row.component, f"{name} padding", None)
+                out.append((start + row.size, start + row.stride, padding))
     return out
-
-
-_HEADER_PLACES = [
-    (at.XSTATE_BV, at.XCOMP_BV, Place(None, "XSTATE_BV", None)),
-    (at.XCOMP_BV, at.HEADER_RESERVED, Place(None, "XCOMP_BV", None)),
-    (at.HEADER_RESERVED, EXTENDED_START, Place(None, "reserved header", None)),
-]
-
-
-def _field_register(component_id: int, field: str) -> str:
-    """The gdb register a component field shows in: ymm3h is the upper half of ymm3,
-    zmm3h the upper half of zmm3; other fields are registers of their own name."""
-    if component_id in (2, 6) and field.endswith("h"):
-        return field[:-1]
-    return field
 
 
 def byte_places(image: XsaveImage) -> list[Place]:
@@ -247,21 +218,22 @@ def byte_places(image: XsaveImage) -> list[Place]:
         places[start:end] = [place] * max(0, end - start)
 
     for start, end, place in _legacy_places(image.long_mode):
+        if image.format == FXSAVE and start >= LEGACY_SIZE:
+            break  # an FXSAVE area has no header
         fill(start, end, place)
     if image.format == FXSAVE:
         return places
-    for start, end, place in _HEADER_PLACES:
-        fill(start, end, place)
     for i, offset in image.offsets.items():
-        if i < 2:
+        if not is_extended(i):
             continue
         comp = component(i)
         size = image.size_of(i)
         fill(offset, offset + size, Place(i, f"{comp.name} bytes", None))
         for f in comp.fields:
             if f.offset + f.size <= size:
-                register = _field_register(i, f.name)
-                fill(offset + f.offset, offset + f.offset + f.size, Place(i, f.name, register))
+                # ymm3h shows in ymm3, zmm3h in zmm3 (the catalogue's Field.register)
+                place = Place(i, f.name, f.register_name)
+                fill(offset + f.offset, offset + f.offset + f.size, place)
     return places
 
 
@@ -323,7 +295,7 @@ class ThreadDiff:
     bytes: tuple[ByteRun, ...] = ()
 
     @property
-    def status(self) -> str:
+    def status(self) -> DiffStatus:
         if self.a is None:
             return ONLY_B
         if self.b is None:

@@ -42,44 +42,50 @@ or AVX, whatever XSTATE_BV says; in the compacted form only when XSTATE_BV[1] = 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from xcr0tool.arch import offsets
+from xcr0tool.arch import legacy, mxcsr
 from xcr0tool.arch.components import (
     COMPACTED_BIT,
     EXTENDED_START,
-    LEGACY_SIZE,
     SUPERVISOR_MASK,
     bits,
     component,
-    describe_mask,
+    extended_bits,
 )
-from xcr0tool.errors import InputError, LayoutError, UsageError
+from xcr0tool.arch.xcr0 import SSE as SSE_BIT
+from xcr0tool.arch.xcr0 import X87 as X87_BIT
+from xcr0tool.arch.xcr0 import check_xcr0  # the one XCR0 rule table (arch/xcr0.py)
+from xcr0tool.errors import InputError, LayoutError
 from xcr0tool.model.image import (
     COMPACTED,
     FCW_INIT,
     FXSAVE,
     MXCSR_INIT,
     STANDARD,
+    ImageFormat,
     XsaveImage,
 )
 from xcr0tool.model.layout import LEGACY_BITS, Layout
 
-X87_BIT, SSE_BIT, AVX_BIT = 1, 2, 4
-MXCSR_OWNERS = SSE_BIT | AVX_BIT  # XRSTOR of a standard image loads MXCSR for either
+
+def _span(*grammar: str) -> slice:
+    """The bytes of consecutive legacy fields, from the one table (arch/legacy.py)."""
+    rows = [legacy.field(name) for name in grammar]
+    return slice(rows[0].offset, rows[-1].end)
+
 
 # The legacy region (SDM vol. 1 table 10-2): x87 owns bytes 0-23 and 32-159, SSE owns
 # MXCSR and MXCSR_MASK (24-31) and the XMM registers (160-415).
-FCW = slice(offsets.FCW, offsets.FSW)
-X87_CONTROL = slice(offsets.FCW, offsets.MXCSR)
-MXCSR_FIELDS = slice(offsets.MXCSR, offsets.MXCSR_MASK + 4)  # MXCSR, then MXCSR_MASK
-X87_REGISTERS = slice(offsets.ST0, offsets.XMM0)
-XMM_REGISTERS = slice(offsets.XMM0, offsets.XMM0 + 16 * 16)
-SW_BYTES = slice(offsets.SW_BYTES, LEGACY_SIZE)
-XSTATE_BV = slice(offsets.XSTATE_BV, offsets.XSTATE_BV + 8)
-XCOMP_BV = slice(offsets.XCOMP_BV, offsets.XCOMP_BV + 8)
+(X87_CONTROL, X87_REGISTERS), (MXCSR_FIELDS, XMM_REGISTERS) = (
+    tuple(slice(start, end) for start, end in legacy.owned(owner))
+    for owner in (legacy.X87, legacy.SSE)
+)
+FCW = _span("fcw")
+SW_BYTES = _span("sw_reserved")
+XSTATE_BV = _span("xstate_bv")
+XCOMP_BV = _span("xcomp_bv")
 
 MXCSR_INIT_BYTES = MXCSR_INIT.to_bytes(4, "little")
 FCW_INIT_BYTES = FCW_INIT.to_bytes(2, "little")
@@ -95,82 +101,7 @@ _MXCSR_FIELDS_INIT = MXCSR_INIT_BYTES + bytes(4)
 _ZERO_SW_TAIL = bytes(SW_BYTES.stop - SW_BYTES.start - 8)
 
 
-# XCR0 values ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Xcr0Rule:
-    """One condition under which XSETBV raises #GP: `holds(value)` is False then."""
-
-    text: str
-    holds: Callable[[int], bool]
-
-
-def _together(mask: int) -> Callable[[int], bool]:
-    return lambda value: value & mask in (0, mask)
-
-
-# SDM vol. 1 §13.3 and vol. 2 XSETBV; the same list as KVM's __kvm_set_xcr
-# (arch/x86/kvm/x86.c), which emulates XSETBV for guests.
-XCR0_RULES: tuple[Xcr0Rule, ...] = (
-    Xcr0Rule("bit 0 (x87) is always set", lambda value: bool(value & X87_BIT)),
-    Xcr0Rule(
-        "AVX (bit 2) needs SSE (bit 1)",
-        lambda value: not value & AVX_BIT or bool(value & SSE_BIT),
-    ),
-    Xcr0Rule("MPX BNDREGS and BNDCSR (bits 3 and 4) go together", _together(0b11 << 3)),
-    Xcr0Rule(
-        "AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM (bits 5, 6 and 7) go together",
-        _together(0b111 << 5),
-    ),
-    Xcr0Rule(
-        "AVX-512 (bits 5-7) needs AVX (bit 2)",
-        lambda value: not value & 0b111 << 5 or bool(value & AVX_BIT),
-    ),
-    Xcr0Rule("AMX XTILECFG and XTILEDATA (bits 17 and 18) go together", _together(0b11 << 17)),
-    Xcr0Rule(
-        "supervisor components belong to IA32_XSS, never to XCR0",
-        lambda value: not value & SUPERVISOR_MASK,
-    ),
-    Xcr0Rule(
-        "bit 63 is XCOMP_BV's compacted-format flag, not an XCR0 bit",
-        lambda value: not value & COMPACTED_BIT,
-    ),
-)
-
-
-def check_xcr0(value: int) -> None:
-    """Raise UsageError naming the first rule `value` breaks, if any."""
-    rule = _broken_rule(value)
-    if rule is not None:
-        raise UsageError(
-            f"XCR0 {value:#x} ({describe_mask(value)}) is not a value XCR0 can hold: {rule.text}"
-        )
-
-
-@lru_cache(maxsize=256)
-def _broken_rule(value: int) -> Xcr0Rule | None:
-    return next((rule for rule in XCR0_RULES if not rule.holds(value)), None)
-
-
 # Plans ------------------------------------------------------------------------------
-
-
-class _LayoutKey:
-    """A layout as a cache key, by identity: Layout holds a dict and cannot be hashed,
-    and hashing its contents for every image would cost more than the copy itself.
-    The cache keeps the layout alive, so its id is not reused while the plan exists."""
-
-    __slots__ = ("layout",)
-
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-
-    def __hash__(self) -> int:
-        return id(self.layout)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _LayoutKey) and other.layout is self.layout
 
 
 @dataclass(frozen=True)
@@ -181,8 +112,7 @@ class _Plan:
     moves: tuple[tuple[int, int, int, int], ...]
 
 
-def _extended(space: int) -> int:
-    return space & ~LEGACY_BITS & ~COMPACTED_BIT
+_extended = extended_bits
 
 
 def _offsets(layout: Layout, compacted: bool, space: int) -> dict[int, int]:
@@ -193,48 +123,45 @@ def _offsets(layout: Layout, compacted: bool, space: int) -> dict[int, int]:
 
 @lru_cache(maxsize=512)
 def _plan(
-    source: _LayoutKey,
+    source: Layout,
     source_compacted: bool,
     source_space: int,
-    target: _LayoutKey,
+    target: Layout,
     target_compacted: bool,
     target_space: int,
 ) -> _Plan:
-    """Where each extended component goes, from one format and layout to another."""
-    source_offsets = _offsets(source.layout, source_compacted, source_space)
-    target_offsets = _offsets(target.layout, target_compacted, target_space)
+    """Where each extended component goes, from one format and layout to another. Keyed
+    by layout equality: layouts that place every component alike share a plan."""
+    source_offsets = _offsets(source, source_compacted, source_space)
+    target_offsets = _offsets(target, target_compacted, target_space)
     moves = []
     for i, target_offset in target_offsets.items():
         if i not in source_offsets:
             continue  # no space in the source: the target holds its init value
-        size = target.layout.require(i).size
-        source_size = source.layout.require(i).size
+        size = target.require(i).size
+        source_size = source.require(i).size
         if source_size != size:
             raise LayoutError(
+                None,
                 f"component {i} ({component(i).name}) is {source_size} bytes in"
-                f" {source.layout.source} and {size} in {target.layout.source}"
+                f" {source.source} and {size} in {target.source}",
             )
         moves.append((1 << i, source_offsets[i], target_offset, size))
     source_end = max([EXTENDED_START] + [offset + size for _bit, offset, _to, size in moves])
     if target_compacted:
-        target_size = target.layout.compacted_size(_extended(target_space))
+        target_size = target.compacted_size(_extended(target_space))
     else:
-        target_size = target.layout.standard_size(_extended(target_space))
+        target_size = target.standard_size(_extended(target_space))
     return _Plan(target_size, source_end, tuple(moves))
 
 
 def _plan_for(image: XsaveImage, target: Layout, compacted: bool, space: int) -> _Plan:
     try:
         plan = _plan(
-            _LayoutKey(image.layout),
-            image.format == COMPACTED,
-            _space(image),
-            _LayoutKey(target),
-            compacted,
-            space,
+            image.layout, image.format == COMPACTED, _space(image), target, compacted, space
         )
     except LayoutError as exc:
-        raise InputError(image.origin, str(exc)) from None
+        raise InputError(image.origin, exc.problem) from None
     if len(image.data) < plan.source_end:
         raise InputError(
             image.origin,
@@ -255,14 +182,10 @@ def _space(image: XsaveImage) -> int:
     return image.xcr0 | X87_BIT
 
 
-def _mxcsr_fields(image: XsaveImage, in_use: int) -> bytes:
+def _mxcsr_fields(image: XsaveImage) -> bytes:
     """MXCSR as XRSTOR would load it, then the image's MXCSR_MASK (0 when the image holds
-    no MXCSR)."""
-    # XRSTOR of a compacted image loads MXCSR only with SSE (XSTATE_BV[1]); of a standard
-    # one whenever XCR0 has SSE or AVX, whatever XSTATE_BV says (SDM vol. 1 §13.8; the
-    # CPU agrees: tests/test_cpu_oracle.py, test_mxcsr_reserved_bit_*).
-    held = in_use & SSE_BIT if image.format == COMPACTED else _space(image) & MXCSR_OWNERS
-    return image.data[MXCSR_FIELDS] if held else _MXCSR_FIELDS_INIT
+    no MXCSR): the one predicate, image.mxcsr_loaded (arch/mxcsr.py)."""
+    return image.data[MXCSR_FIELDS] if image.mxcsr_loaded else _MXCSR_FIELDS_INIT
 
 
 # Writing ----------------------------------------------------------------------------
@@ -297,7 +220,7 @@ def _new_image(
     data: bytearray,
     target: Layout,
     xcr0: int,
-    form: str,
+    form: ImageFormat,
     xcr0_source: str | None,
 ) -> XsaveImage:
     return XsaveImage(
@@ -322,8 +245,9 @@ def _write_compacted(
 ) -> XsaveImage:
     out, in_use = _copy_in_use(image, target, True, rfbm, size)
     saved = in_use & rfbm
-    mxcsr_fields = _mxcsr_fields(image, in_use)
-    if rfbm & SSE_BIT and mxcsr_fields[:4] != MXCSR_INIT_BYTES:
+    mxcsr_fields = _mxcsr_fields(image)
+    value = int.from_bytes(mxcsr_fields[:4], "little")
+    if mxcsr.xsavec_saves_sse(rfbm, xmm_in_use=bool(in_use & SSE_BIT), mxcsr=value):
         # XSAVEC saves SSE for a non-default MXCSR even in SSE's init state; the XMM
         # registers then stay zero
         saved |= SSE_BIT
@@ -346,8 +270,8 @@ def _write_standard(
     written = in_use & xcr0
     if not written & X87_BIT:
         out[FCW] = FCW_INIT_BYTES
-    if xcr0 & MXCSR_OWNERS:
-        out[MXCSR_FIELDS] = _mxcsr_fields(image, in_use)
+    if mxcsr.xsave_stores_mxcsr(xcr0):
+        out[MXCSR_FIELDS] = _mxcsr_fields(image)
     if keep_sw_bytes:
         out[SW_BYTES] = image.data[SW_BYTES]
     else:
@@ -477,7 +401,7 @@ def mask(
 def canonical_state(image: XsaveImage) -> dict[int, bytes]:
     """What XRSTOR would load from the image, for each component it has space for:
     0 -> the x87 fields and registers (152 bytes), 1 -> MXCSR then the XMM registers
-    (260 bytes, when the image has SSE or AVX), i >= 2 -> the component's bytes.
+    (260 bytes, when the image has SSE or AVX), extended i -> the component's bytes.
     Components in their init state give their init values, so two images that differ
     only in stale bytes, or in the XSTATE_BV bits of components that hold their init
     values, have the same state."""
@@ -489,9 +413,9 @@ def canonical_state(image: XsaveImage) -> dict[int, bytes]:
         state[0] = data[X87_CONTROL] + data[X87_REGISTERS]
     elif space & X87_BIT:
         state[0] = X87_INIT_BYTES
-    if space & MXCSR_OWNERS:
-        mxcsr = _mxcsr_fields(image, in_use)[:4]
-        state[1] = mxcsr + (data[XMM_REGISTERS] if in_use & SSE_BIT else bytes(256))
-    for i in bits(space & ~LEGACY_BITS):
+    if space & mxcsr.OWNERS:
+        loaded = _mxcsr_fields(image)[:4]
+        state[1] = loaded + (data[XMM_REGISTERS] if in_use & SSE_BIT else bytes(256))
+    for i in bits(extended_bits(space)):
         state[i] = image.component_bytes(i)
     return state

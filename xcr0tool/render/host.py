@@ -8,9 +8,10 @@ is built once and drawn by both text renderers.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import Enum
 
 from xcr0tool.arch.components import describe_mask
-from xcr0tool.model.layout import Layout, layout_from_cpuid
+from xcr0tool.model.layout import Layout
 from xcr0tool.sources.hostinfo import XCR0_FLAGS, HostInfo, inferred_xss, user_capable
 
 # /proc/cpuinfo flags that say what the kernel makes of XSAVE: the instructions, and the
@@ -20,12 +21,20 @@ XSAVE_FLAGS = XSAVE_INSTRUCTION_FLAGS + tuple(
     dict.fromkeys(name for names in XCR0_FLAGS.values() for name in names)
 )
 
-# Where a component stands on this machine (the JSON "state" and the text "state" column).
-STATE_XCR0 = "xcr0"  # enabled in XCR0
-STATE_XSS = "ia32_xss"  # enabled in IA32_XSS (inferred: user mode cannot read it)
-STATE_OFF = "off"  # the CPU supports it, neither XCR0 nor IA32_XSS enables it
-STATE_UNKNOWN = "unknown"  # a supervisor component, and IA32_XSS cannot be inferred
-STATE_UNLISTED = "unlisted"  # a sub-leaf for a component CPUID.(0xD,0/1) does not list
+
+class ComponentState(str, Enum):
+    """Where a component stands on this machine (the JSON "state", the text column)."""
+
+    XCR0 = "xcr0"  # enabled in XCR0
+    XSS = "ia32_xss"  # enabled in IA32_XSS (inferred: user mode cannot read it)
+    OFF = "off"  # the CPU supports it, neither XCR0 nor IA32_XSS enables it
+    UNKNOWN = "unknown"  # a supervisor component, and IA32_XSS cannot be inferred
+    UNLISTED = "unlisted"  # a sub-leaf for a component CPUID.(0xD,0/1) does not list
+
+    __str__ = str.__str__
+
+
+STATE_XCR0, STATE_XSS, STATE_OFF, STATE_UNKNOWN, STATE_UNLISTED = ComponentState
 _STATE_TEXT = {
     STATE_XCR0: "XCR0",
     STATE_XSS: "IA32_XSS",
@@ -33,19 +42,6 @@ _STATE_TEXT = {
     STATE_UNKNOWN: "IA32_XSS?",
     STATE_UNLISTED: "not listed",
 }
-
-
-def machine_phrase(info: HostInfo) -> str:
-    """'AuthenticAMD family 25 model 17 stepping 1 (AMD EPYC 9R14)', numbers as
-    /proc/cpuinfo prints them."""
-    brand = f" ({info.brand})" if info.brand else ""
-    return f"{info.vendor} family {info.family} model {info.model} stepping {info.stepping}{brand}"
-
-
-def host_layout_of(info: HostInfo) -> Layout:
-    """The layout CPUID leaf 0xD gives, named after the machine so that it still says
-    where it came from when read elsewhere."""
-    return layout_from_cpuid(info.leaf_0d, f"CPUID leaf 0xD of {machine_phrase(info)}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ class ComponentRow:
     aligned: bool
     supervisor: bool
     xfd: bool
-    state: str
+    state: ComponentState
 
 
 def component_rows(info: HostInfo, layout: Layout, xss: int | None) -> list[ComponentRow]:
@@ -130,7 +126,7 @@ def _machine_json(info: HostInfo) -> dict[str, object]:
 
 # JSON ---------------------------------------------------------------------------------
 def host_json(info: HostInfo) -> dict[str, object]:
-    layout = host_layout_of(info)
+    layout = info.layout
     xss, candidates = inferred_xss(info.leaf_0d, info.xcr0)
     return {
         "cpu": _machine_json(info),
@@ -160,7 +156,7 @@ def host_json(info: HostInfo) -> dict[str, object]:
 def saved_layout(info: HostInfo) -> dict[str, object]:
     """The layout file `host --save` writes: what `layout --json` writes (which
     `--layout FILE` reads), plus the machine and its XCR0, for the person who reads it."""
-    data = host_layout_of(info).to_json()
+    data = info.layout.to_json()
     data["machine"] = _machine_json(info)
     data["xcr0"] = hex(info.xcr0)
     return data
@@ -206,7 +202,7 @@ def _kernel_mask(value: int | None) -> str:
 
 
 def host_view(info: HostInfo) -> HostView:
-    layout = host_layout_of(info)
+    layout = info.layout
     xss, candidates = inferred_xss(info.leaf_0d, info.xcr0)
     sizes = _sizes(info, layout)
     if xss is not None:
@@ -219,7 +215,7 @@ def host_view(info: HostInfo) -> HostView:
     else:
         xss_text = "unknown: no value fits CPUID.(0xD,1).EBX"
     summary = [
-        ("cpu", machine_phrase(info)),
+        ("cpu", info.machine),
         ("XCR0", f"{_mask(info.xcr0)}, XGETBV 0"),
         (
             "XINUSE",

@@ -7,7 +7,7 @@ ctypes. The page is built on first use (importing this module costs nothing) and
 kept for the life of the process.
 
 Everything here is for Linux on x86-64 only; elsewhere every function that runs an
-instruction raises `XcrError`. `syscall` is here too, for the other in-process readers
+instruction raises `HostUnavailable`. `syscall` is here too, for the other in-process readers
 (ptrace, arch_prctl), which share this module's one handle on the C library.
 """
 
@@ -23,11 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xcr0tool.arch.components import EXTENDED_START
-from xcr0tool.errors import UsageError, XcrError
+from xcr0tool.errors import HostUnavailable, UsageError
 
 if TYPE_CHECKING:
-    from xcr0tool.model.layout import Leaf0D
+    from xcr0tool.model.layout import Layout, Leaf0D
 
 # ---------------------------------------------------------------------------
 # Machine code. Assembled by hand; each line gives the bytes and the instruction
@@ -98,8 +97,6 @@ _LEAF1_ECX_OSXSAVE = 1 << 27  # the OS set CR4.OSXSAVE: XGETBV and XSAVE* are us
 _XSAVE_LEAF = 0xD
 _SUB1_EAX_XSAVEC = 1 << 1
 _SUB1_EAX_XGETBV1 = 1 << 2
-_COMP_ALIGN64 = 1 << 1  # sub-leaf i >= 2, ECX bit 1: 64-byte aligned when compacted
-_COMP_SUPERVISOR = 1 << 0  # sub-leaf i >= 2, ECX bit 0: supervisor (IA32_XSS) component
 
 
 def is_x86_64_linux() -> bool:
@@ -114,7 +111,7 @@ def is_x86_64_linux() -> bool:
 
 def _require_platform() -> None:
     if not is_x86_64_linux():
-        raise XcrError(
+        raise HostUnavailable(
             "reading this CPU needs Linux on x86-64 (a 64-bit Python); this is "
             f"{sys.platform} on {platform.machine() or 'an unknown machine'}"
         )
@@ -171,7 +168,7 @@ def _build_stubs() -> _Stubs:
     page = mmap(None, _PAGE, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
     if page is None or page == _MAP_FAILED:
         err = ctypes.get_errno()
-        raise XcrError(f"cannot map a page for the CPU stubs: errno {err}")
+        raise HostUnavailable(f"cannot map a page for the CPU stubs: errno {err}")
     codes = (_CPUID_CODE, _XGETBV_CODE, _XSAVE_CODE, _XSAVEC_CODE)
     slots = [page + i * _SLOT for i in range(len(codes))]
     for at, code in zip(slots, codes, strict=True):
@@ -181,7 +178,7 @@ def _build_stubs() -> _Stubs:
     # which hardened kernels (SELinux execmem, PaX) refuse.
     if mprotect(page, _PAGE, _PROT_READ | _PROT_EXEC) != 0:
         err = ctypes.get_errno()
-        raise XcrError(
+        raise HostUnavailable(
             f"cannot make the CPU stub page executable (mprotect errno {err}); "
             "a security policy forbids executable anonymous memory in this process"
         )
@@ -215,7 +212,7 @@ def cpuid(leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
 
 def _require_osxsave() -> None:
     if not cpuid(1)[2] & _LEAF1_ECX_OSXSAVE:
-        raise XcrError(
+        raise HostUnavailable(
             "this CPU or OS has not enabled XSAVE (CPUID.1:ECX.OSXSAVE[bit 27] is 0): "
             "there is no XCR0 and no XSAVE image to take"
         )
@@ -242,14 +239,16 @@ def xgetbv(index: int) -> int:
         raise UsageError(f"XGETBV index {index} is not defined (0 = XCR0, 1 = XINUSE)")
     _require_osxsave()
     if index == 1 and not _sub1_eax() & _SUB1_EAX_XGETBV1:
-        raise XcrError("this CPU has no XGETBV with ECX=1 (CPUID.(0xD,1).EAX[2] is 0)")
+        raise HostUnavailable("this CPU has no XGETBV with ECX=1 (CPUID.(0xD,1).EAX[2] is 0)")
     return int(_get_stubs().xgetbv(index))
 
 
 def leaf_0d() -> dict[int, tuple[int, int, int, int]]:
     """Every non-zero sub-leaf 0..63 of CPUID leaf 0xD, as {sub-leaf: (EAX, EBX, ECX, EDX)}."""
     if _max_basic_leaf() < _XSAVE_LEAF:
-        raise XcrError("this CPU has no CPUID leaf 0xD (its highest basic leaf is below 0xD)")
+        raise HostUnavailable(
+            "this CPU has no CPUID leaf 0xD (its highest basic leaf is below 0xD)"
+        )
     table: dict[int, tuple[int, int, int, int]] = {}
     for sub in range(64):
         regs = cpuid(_XSAVE_LEAF, sub)
@@ -258,35 +257,27 @@ def leaf_0d() -> dict[int, tuple[int, int, int, int]]:
     return table
 
 
-def standard_size(table: Leaf0D, mask: int) -> int:
-    """Size of a standard-format image holding the user components in `mask`.
+def table_layout(table: Leaf0D) -> Layout:
+    """A CPUID leaf 0xD table as a Layout, whose size algorithm is the one there is
+    (model/layout.py)."""
+    from xcr0tool.model.layout import layout_from_cpuid
 
-    The end of the furthest component, not of the highest-numbered one: offsets are
-    not monotonic in the component number (APX sits at 960, inside the MPX area).
-    Supervisor components have no standard offset and are skipped.
-    """
-    end = EXTENDED_START
-    for i in range(2, 63):
-        if not mask >> i & 1:
-            continue
-        size, offset, flags, _ = table.get(i, (0, 0, 0, 0))
-        if flags & _COMP_SUPERVISOR or size == 0:
-            continue
-        end = max(end, offset + size)
-    return end
+    return layout_from_cpuid(table, "CPUID leaf 0xD")
 
 
-def compacted_size(table: Leaf0D, mask: int) -> int:
-    """Size of a compacted image whose XCOMP_BV is `mask` (SDM vol. 1, 13.4.3)."""
-    offset = EXTENDED_START
-    for i in range(2, 63):
-        if not mask >> i & 1:
-            continue
-        size, _, flags, _ = table.get(i, (0, 0, 0, 0))
-        if flags & _COMP_ALIGN64:
-            offset = (offset + 63) & ~63
-        offset += size
-    return offset
+def standard_size(table: Leaf0D, mask: int, layout: Layout | None = None) -> int:
+    """Size of a standard-format image holding the user components in `mask`: the end of
+    the furthest component (Layout.standard_size). Supervisor components, which have no
+    standard offset, and components without a sub-leaf are skipped."""
+    layout = layout or table_layout(table)
+    return layout.standard_size(mask & layout.user_mask())
+
+
+def compacted_size(table: Leaf0D, mask: int, layout: Layout | None = None) -> int:
+    """Size of a compacted image whose XCOMP_BV is `mask` (Layout.compacted_size, SDM vol.
+    1 §13.4.3); components without a sub-leaf take no space."""
+    layout = layout or table_layout(table)
+    return layout.compacted_size(mask & layout.known_mask())
 
 
 def xsave_snapshot(compacted: bool, rfbm: int | None = None) -> bytes:
@@ -307,7 +298,7 @@ def xsave_snapshot(compacted: bool, rfbm: int | None = None) -> bytes:
     stubs = _get_stubs()
     if compacted:
         if not table.get(1, (0, 0, 0, 0))[0] & _SUB1_EAX_XSAVEC:
-            raise XcrError("this CPU has no XSAVEC (CPUID.(0xD,1).EAX[1] is 0)")
+            raise HostUnavailable("this CPU has no XSAVEC (CPUID.(0xD,1).EAX[1] is 0)")
         size = compacted_size(table, mask)
         fn = stubs.xsavec
     else:

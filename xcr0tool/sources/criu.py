@@ -22,7 +22,7 @@ import re
 from dataclasses import replace
 
 from xcr0tool.arch.components import bits, component
-from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.errors import HostUnavailable, InputError, LayoutError
 from xcr0tool.files.input import read_limited
 from xcr0tool.formats.criu import (
     IMAGE_LIMIT,
@@ -142,7 +142,7 @@ def _choose_layout(
 
     try:
         leaves = leaf_0d()
-    except XcrError as exc:
+    except HostUnavailable as exc:
         raise InputError(
             name, f"cpuinfo.img cannot be checked against this machine ({exc}); pass --layout"
         ) from None

@@ -7,18 +7,35 @@ tables; `gather_host_info()` is the one function that reads the live machine.
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import TYPE_CHECKING
 
-from xcr0tool.arch.components import bits
+from xcr0tool.arch.components import BY_NAME, bits
+from xcr0tool.arch.mxcsr import MXCSR_MASK_DEFAULT
 from xcr0tool.arch.offsets import MXCSR_MASK, read_u32
-from xcr0tool.model.image import MXCSR_MASK_DEFAULT
+from xcr0tool.arch.xcr0 import AMX, AVX, AVX512
+from xcr0tool.model.layout import Layout, Leaf0D, layout_from_cpuid
 from xcr0tool.sources import cpu
 
-if TYPE_CHECKING:
-    from xcr0tool.model.layout import Leaf0D
+HOST_LAYOUT_SOURCE = "this machine's CPUID leaf 0xD"
+
+
+def layout_of_host(table: Leaf0D, machine: str | None = None) -> Layout:
+    """A host's layout from its CPUID leaf 0xD: the one place it is made. Named after the
+    machine when known (`host --save`), so that it still says where it came from when
+    read elsewhere."""
+    source = HOST_LAYOUT_SOURCE if machine is None else f"CPUID leaf 0xD of {machine}"
+    return layout_from_cpuid(table, source)
+
+
+@functools.cache
+def host_layout() -> Layout:
+    """This machine's layout (decode, convert, layout and validate take it from here).
+    Immutable, so cached."""
+    return layout_of_host(cpu.leaf_0d())
+
 
 # CPUID.(0xD,1).EAX
 SUB1_XSAVEOPT = 1 << 0
@@ -44,10 +61,10 @@ XCR0_FLAGS: dict[int, tuple[str, ...]] = {
 # Flags that promise user code a feature which needs XCR0 bits: (flag, bits). MPX is
 # left out: the kernel dropped MPX support in 5.6 and may still show the CPU flag.
 FLAG_NEEDS_XCR0: tuple[tuple[str, int], ...] = (
-    ("avx", 1 << 2),
-    ("avx512f", 0b111 << 5),
-    ("ospke", 1 << 9),
-    ("amx_tile", 0b11 << 17),
+    ("avx", AVX),
+    ("avx512f", AVX512),
+    ("ospke", BY_NAME["pkru"].bit),
+    ("amx_tile", AMX),
 )
 
 ARCH_GET_XCOMP_SUPP = 0x1021
@@ -83,6 +100,19 @@ class HostInfo:
     xcomp_supp: int | None  # arch_prctl(ARCH_GET_XCOMP_SUPP); None: kernel < 5.16
     xcomp_perm: int | None  # arch_prctl(ARCH_GET_XCOMP_PERM); None: kernel < 5.16
     inconsistencies: list[str] = field(default_factory=list)
+
+    @property
+    def machine(self) -> str:
+        """'AuthenticAMD family 25 model 17 stepping 1 (AMD EPYC 9R14)', numbers as
+        /proc/cpuinfo prints them."""
+        brand = f" ({self.brand})" if self.brand else ""
+        return (
+            f"{self.vendor} family {self.family} model {self.model} stepping {self.stepping}{brand}"
+        )
+
+    @functools.cached_property
+    def layout(self) -> Layout:
+        return layout_of_host(self.leaf_0d, self.machine)
 
 
 # ---------------------------------------------------------------- pure decoders
@@ -162,11 +192,12 @@ def xss_candidates(table: Leaf0D, xcr0: int) -> list[int]:
     """
     want = table.get(1, (0, 0, 0, 0))[1]
     capable = bits(xss_capable(table))
+    layout = cpu.table_layout(table)
     found = []
     for n in range(len(capable) + 1):
         for combo in combinations(capable, n):
             xss = sum(1 << i for i in combo)
-            if cpu.compacted_size(table, xcr0 | xss) == want:
+            if cpu.compacted_size(table, xcr0 | xss, layout) == want:
                 found.append(xss)
     return found
 
@@ -242,15 +273,16 @@ def find_inconsistencies(
                     f"{_bit_list(bits_needed & ~xcr0)}: {flag} instructions would fault"
                 )
 
+    layout = cpu.table_layout(table)
     if 0 in table:
         ebx, ecx = table[0][1], table[0][2]
-        std = cpu.standard_size(table, xcr0)
+        std = cpu.standard_size(table, xcr0, layout)
         if ebx != std:
             found.append(
                 f"CPUID.(0xD,0).EBX is {ebx} but the standard-format size of XCR0 "
                 f"{xcr0:#x} (furthest offset+size of its user components) is {std}"
             )
-        std_all = cpu.standard_size(table, user)
+        std_all = cpu.standard_size(table, user, layout)
         if ecx != std_all:
             found.append(
                 f"CPUID.(0xD,0).ECX is {ecx} but the standard-format size of every "
@@ -265,7 +297,7 @@ def find_inconsistencies(
             found.append(
                 f"CPUID.(0xD,1).EBX is {sub1_ebx} but no IA32_XSS within "
                 f"{supervisor:#x} makes the compacted size of XCR0|IA32_XSS equal it; "
-                f"for XCR0 {xcr0:#x} alone it is {cpu.compacted_size(table, xcr0)} "
+                f"for XCR0 {xcr0:#x} alone it is {cpu.compacted_size(table, xcr0, layout)} "
                 "(IA32_XSS itself cannot be read in user mode)"
             )
 

@@ -190,7 +190,7 @@ def _cpuid_machine(
         # The same check of each component as every layout gets (model.layout.entry_flaw).
         layout_from_cpuid({sub: r for sub, r in leaf_0d.items() if sub < 64}, cpuid_source)
     except LayoutError as exc:
-        raise InputError(spec, str(exc).removeprefix(f"{cpuid_source}: ")) from None
+        raise InputError(spec, exc.problem) from None
     if xcr0 is None:
         xcr0, xcr0_source = linux_xcr0(capable), _LINUX_RULE
     assert xcr0_source is not None
@@ -287,7 +287,7 @@ def dump_machine(path: str, text: str) -> Machine:
     try:
         leaves = parse_cpuid_dump(text, path)
     except LayoutError as exc:
-        problem = str(exc).removeprefix(f"{path}: ")
+        problem = exc.problem
         if "sub-leaf 0" in problem:
             if parse_cpuid_leaves(text, None):
                 problem = "a CPUID dump without leaf 0xD: it says nothing of XSAVE"
@@ -328,7 +328,7 @@ def _complete(leaves: Mapping[int, Regs], path: str) -> tuple[dict[int, Regs], l
     try:
         completed, inferred = complete_leaf_0d(asked, path)
     except LayoutError as exc:
-        raise InputError(path, str(exc).removeprefix(f"{path}: ")) from None
+        raise InputError(path, exc.problem) from None
     completed[0] = sub0
     return completed, inferred
 
@@ -365,7 +365,7 @@ def layout_machine(path: str, data: dict) -> Machine:
     try:
         layout = layout_from_json(data, f"layout file {path}")
     except LayoutError as exc:
-        raise InputError(path, str(exc).split(": ", 1)[-1]) from None
+        raise InputError(path, exc.problem) from None
     table = leaf_0d_from_layout(layout)
     notes = ["a layout file does not say whether the CPU has XSAVEC or XSAVES"]
     recorded = data.get("xcr0")
@@ -378,7 +378,7 @@ def layout_machine(path: str, data: dict) -> Machine:
     elif layout.xcr0_capable is not None:
         xcr0, xcr0_source = linux_xcr0(layout.xcr0_capable), _LINUX_RULE
     else:
-        listed = sum(1 << i for i in layout.components if not layout.components[i].supervisor)
+        listed = sum(1 << e.id for e in layout.components if not e.supervisor)
         xcr0 = linux_xcr0(listed | 0b11)
         xcr0_source = "the user components the layout lists & 0xe02ff, what Linux would set"
     machine = Machine(path, _name(path), "layout", xcr0, xcr0_source, table, layout.source)
@@ -394,8 +394,8 @@ def _layout_only(machine: Machine, layout: Layout, notes: list[str]) -> Machine:
     if capable is not None and size is not None:
         ends = [
             entry.standard_offset + entry.size
-            for i, entry in layout.components.items()
-            if capable >> i & 1 and entry.standard_offset is not None
+            for entry in layout.components
+            if capable >> entry.id & 1 and entry.standard_offset is not None
         ]
         size_max = max([576, *ends])
     criu = CriuFacts(

@@ -23,9 +23,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from enum import Enum
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
-from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.arch.xcr0 import check_xcr0
+from xcr0tool.errors import HostUnavailable, InputError, LayoutError
 from xcr0tool.files.input import check_readable_file, reason
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.files import resolve_layout_option
@@ -40,10 +42,23 @@ CRIU_HEAD = (0x54564319).to_bytes(4, "little")  # IMG_COMMON_MAGIC (formats/criu
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
 
 
+class SourceKind(str, Enum):
+    """What a source is (the JSON "kind")."""
+
+    RAW = "raw"
+    ELF_CORE = "elf-core"
+    PROCESS = "process"
+    SELF = "self"
+    RR_TRACE = "rr-trace"
+    CRIU = "criu-images"
+
+    __str__ = str.__str__
+
+
 @dataclass
 class SourceResult:
     name: str  # as the user named it
-    kind: str  # "raw", "elf-core", "process", "self", "rr-trace", "criu-images"
+    kind: SourceKind
     images: list[XsaveImage]
     layout: Layout | None  # the layout shared by all images (None if they differ)
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
@@ -77,6 +92,77 @@ def _stdin_as_file() -> Iterator[tuple[str, bytes]]:
         yield spool.name, b""
 
 
+class RawInput(NamedTuple):  # NamedTuple, not a dataclass: cheaper to define at startup
+    """A raw image's bytes, as the one reader read them (a file, or standard input)."""
+
+    origin: str  # the file's name, or "<stdin>"
+    data: bytes
+
+
+class NamedInput(NamedTuple):
+    """Any other source, opened by `images_of`: a core (`path`, a file or standard input
+    spooled) or a thread of one, an rr trace or CRIU directory, a CRIU image file, a
+    process, `self`."""
+
+    name: str
+    path: str
+    tid: int | None
+    kind: str = "core"  # core | directory | criu | process | self
+
+
+@contextmanager
+def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
+    """The one reader of what the user named: a raw image's bytes (a file or `-`), read
+    whole with a bound; anything else by name (a core on standard input is spooled to a
+    file, which lasts while the block does)."""
+    if name.startswith("pid:") or name == "self":
+        yield NamedInput(name, name, None, "process" if name != "self" else "self")
+        return
+    if name == "-":
+        with _stdin_as_file() as (spool, piped):
+            if spool:
+                yield NamedInput("<stdin>", spool, None)
+            else:
+                if piped[:4] == ELF_MAGIC:
+                    raise InputError(
+                        "<stdin>", "an ELF file: pass it as a file, not through a pipe"
+                    )
+                if is_container(piped):
+                    raise InputError(
+                        "<stdin>", "a CRIU image: pass its file or directory, not a pipe"
+                    )
+                yield RawInput("<stdin>", piped)
+        return
+    path, tid = split_thread(name)
+    if os.path.isdir(path):
+        yield NamedInput(name, path, tid, "directory")
+        return
+    raw = read_input_file(path)
+    if raw is None:
+        yield NamedInput(name, path, tid)
+        return
+    if is_container(raw):
+        yield NamedInput(name, path, tid, "criu")
+        return
+    if tid is not None:
+        raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
+    yield RawInput(path, raw)
+
+
+def images_of(found: NamedInput, explicit: Layout | None, xcr0: int | None = None) -> SourceResult:
+    """The images of a core, a trace or CRIU directory, a CRIU image, a process or
+    `self`."""
+    if found.kind == "process":
+        return _process(found.name, explicit, xcr0)
+    if found.kind == "self":
+        return _self(explicit)
+    if found.kind == "directory":
+        return _directory(found.path, found.name, found.tid, explicit)
+    if found.kind == "criu":
+        return _criu(found.path, found.name, found.tid, explicit)
+    return _core(found.path, found.name, found.tid, explicit)
+
+
 def open_source(
     name: str,
     *,
@@ -101,34 +187,14 @@ def opened_source(
 ) -> Iterator[SourceResult]:
     """open_source, with a core piped in kept spooled while the block lasts, so that the
     result's core can be rewritten from it."""
+    if xcr0 is not None:
+        check_xcr0(xcr0)  # refused before any input is read, alike in every command
     explicit = resolve_layout_option(layout_option)
-    if name.startswith("pid:"):
-        yield _process(name, explicit, xcr0)
-        return
-    if name == "self":
-        yield _self(explicit)
-        return
-    if name == "-":
-        with _stdin_as_file() as (spool, piped):
-            if spool:
-                yield _core(spool, "<stdin>", None, explicit)
-            else:
-                yield _raw(piped, "<stdin>", explicit, xcr0, host_fallback)
-        return
-    path, tid = split_thread(name)
-    if os.path.isdir(path):
-        yield _directory(path, name, tid, explicit)
-        return
-    raw = read_input_file(path)
-    if raw is None:
-        yield _core(path, name, tid, explicit)
-        return
-    if is_container(raw):
-        yield _criu(path, name, tid, explicit)
-        return
-    if tid is not None:
-        raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
-    yield _raw(raw, path, explicit, xcr0, host_fallback)
+    with opened_input(name) as found:
+        if isinstance(found, RawInput):
+            yield _raw(found.data, found.origin, explicit, xcr0, host_fallback)
+        else:
+            yield images_of(found, explicit, xcr0)
 
 
 def read_input_file(path: str) -> bytes | None:
@@ -163,7 +229,7 @@ def _directory(path: str, name: str, tid: int | None, explicit: Layout | None) -
 
     if is_trace_dir(path):
         images, layout, details, warnings = trace_images(path, name, tid, explicit)
-        return SourceResult(name, "rr-trace", images, layout, details, warnings)
+        return SourceResult(name, SourceKind.RR_TRACE, images, layout, details, warnings)
     if is_criu_dir(path):
         return _criu(path, name, tid, explicit)
     raise InputError(
@@ -177,28 +243,26 @@ def _criu(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
     from xcr0tool.sources.criu import criu_images
 
     images, layout, details, warnings = criu_images(path, name, tid, explicit)
-    return SourceResult(name, "criu-images", images, layout, details, warnings)
+    return SourceResult(name, SourceKind.CRIU, images, layout, details, warnings)
 
 
-def _host_fallback() -> HostFallback | None:
+def host_fallback() -> HostFallback | None:
+    """This machine's XCR0 and layout, for raw images that carry no XCR0; None when this
+    machine cannot be asked."""
     try:
         from xcr0tool.sources.cpu import xgetbv
 
         return HostFallback(xgetbv(0), host_layout)
-    except XcrError:  # no XSAVE, not x86-64 Linux: the image must speak for itself
+    except HostUnavailable:  # no XSAVE, not x86-64 Linux: the image must speak for itself
         return None
 
 
 def _raw(
-    data: bytes, name: str, layout: Layout | None, xcr0: int | None, host_fallback: bool
+    data: bytes, name: str, layout: Layout | None, xcr0: int | None, use_host: bool
 ) -> SourceResult:
-    if data[:4] == ELF_MAGIC:
-        raise InputError(name, "an ELF file: pass it as a file, not through a pipe")
-    if is_container(data):
-        raise InputError(name, "a CRIU image: pass its file or directory, not a pipe")
-    host = _host_fallback() if host_fallback and xcr0 is None and len(data) > 576 else None
+    host = host_fallback() if use_host and xcr0 is None and len(data) > 576 else None
     image = build_image(data, origin=name, layout=layout, xcr0=xcr0, host=host)
-    return SourceResult(name, "raw", [image], image.layout)
+    return SourceResult(name, SourceKind.RAW, [image], image.layout)
 
 
 def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
@@ -211,7 +275,7 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
         try:
             layout = layout_from_note(core.xsave_layout, f"{name} NT_X86_XSAVE_LAYOUT note")
         except LayoutError as exc:
-            raise InputError(name, str(exc).split(": ", 1)[-1]) from None
+            raise InputError(name, exc.problem) from None
         if explicit is not None:
             warnings.append(
                 f"the layout given ({explicit.source}) is ignored: the core's"
@@ -233,7 +297,7 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
     shared = images[0].layout if all(i.layout == images[0].layout for i in images) else None
     details = {"machine": core.machine, "os": core.os, "class": f"ELF{core.elf_class}"}
     whole = core if tid is None else None
-    return SourceResult(name, "elf-core", images, shared, details, warnings, whole)
+    return SourceResult(name, SourceKind.ELF_CORE, images, shared, details, warnings, whole)
 
 
 class _Thread(Protocol):
@@ -275,14 +339,14 @@ def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult
         )
         for t in live
     ]
-    return SourceResult(name, "process", images, layout, warnings=notes)
+    return SourceResult(name, SourceKind.PROCESS, images, layout, warnings=notes)
 
 
 def host_layout() -> Layout:
-    from xcr0tool.model.layout import layout_from_cpuid
-    from xcr0tool.sources.cpu import leaf_0d
+    """This machine's layout (sources/hostinfo.py: the one place it is made)."""
+    from xcr0tool.sources.hostinfo import host_layout as made
 
-    return layout_from_cpuid(leaf_0d(), "this machine's CPUID leaf 0xD")
+    return made()
 
 
 def _self(layout: Layout | None) -> SourceResult:
@@ -300,4 +364,4 @@ def _self(layout: Layout | None) -> SourceResult:
         )
         for compacted, instruction in ((False, "XSAVE"), (True, "XSAVEC"))
     ]
-    return SourceResult("self", "self", images, layout)
+    return SourceResult("self", SourceKind.SELF, images, layout)

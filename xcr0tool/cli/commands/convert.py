@@ -150,7 +150,7 @@ def convert(
 def _standard_layout_for_compacted(images: Sequence[XsaveImage]) -> Layout | None:
     """A compacted image says nothing of standard offsets (its layout gives sizes only):
     without --layout, write this machine's, and say so; never a vendor's by guess."""
-    from xcr0tool.errors import UsageError, XcrError
+    from xcr0tool.errors import HostUnavailable, LayoutError, UsageError
     from xcr0tool.model.image import COMPACTED
     from xcr0tool.sources.open import host_layout
 
@@ -160,7 +160,7 @@ def _standard_layout_for_compacted(images: Sequence[XsaveImage]) -> Layout | Non
         layout = host_layout()
         for image in images:
             layout.standard_offsets(image.xcr0)
-    except XcrError:
+    except (HostUnavailable, LayoutError):
         raise UsageError(
             "a compacted image has no standard offsets and this machine's CPUID does not"
             " place all its components: pass --layout"

@@ -22,10 +22,13 @@ def layout_command(
     Without --layout, the layout of this machine (CPUID leaf 0xD). With --xcr0 and
     without --xcomp-bv, compacted offsets are shown for XCOMP_BV = XCR0.
     """
+    from xcr0tool.arch.xcr0 import check_xcr0
     from xcr0tool.layouts.files import resolve_layout_option
     from xcr0tool.render import image as render
     from xcr0tool.sources.open import host_layout
 
+    if xcr0 is not None:
+        check_xcr0(xcr0)  # the one rule table: refused alike by every command
     chosen = resolve_layout_option(layout) or host_layout()
     if xcr0 is not None and xcomp_bv is None:
         xcomp_bv = xcr0
