@@ -6,7 +6,7 @@ Pure: `Machine`s in (model.machine), a `CompatResult` out. Four answers:
 - components: every component of any machine's XCR0, with its standard-format size,
   offset and 64-byte alignment on each machine;
 - portable_xcr0: the largest XCR0 that every machine allows (a subset of each machine's
-  XCR0), that XSETBV accepts (the XCR0 rule table of ops.transforms), and whose every
+  XCR0), that XSETBV accepts (the XCR0 rule table of arch/xcr0.py), and whose every
   component sits at the same offset with the same size and alignment everywhere:
   standard-format state saved under it moves byte for byte;
 - rr's verdict for every ordered pair (recorded on i, replayed on j), as rr 5.x decides
