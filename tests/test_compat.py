@@ -11,10 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import compat_reference as ref
 import pytest
@@ -305,74 +303,6 @@ def test_trace_recorded_with_faulting_needs_it_to_replay(tmp_path: Path) -> None
         "Trace was recorded on a machine with different CPUID values\n"
         "and CPUID faulting is not enabled; replay will not work."
     )
-
-
-def fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **functions: object) -> None:
-    module = SimpleNamespace(**functions)
-    monkeypatch.setitem(sys.modules, name, module)
-
-
-def test_rr_trace_directory_through_the_header_reader(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The adapter for the rr reader (issue 11's sources.rrtrace.read_trace_header),
-    fed the documented RrHeader shape."""
-    trace = tmp_path / "trace-0"
-    trace.mkdir()
-    (trace / "version").write_bytes(b"85\n")
-    cpuid = {
-        (1, 0xFFFFFFFF): (0xA60F12, 0, 1 << 27, 0),
-        (0xD, 0): (0x2E7, 0x988, 0x988, 0),
-        (0xD, 1): (0xF, 0x990, 0x1800, 0),
-        (0xD, 2): (0x100, 0x240, 0, 0),
-        (0xD, 5): (0x40, 0x340, 0, 0),
-        (0xD, 6): (0x200, 0x380, 0, 0),
-        (0xD, 7): (0x400, 0x580, 0, 0),
-        (0xD, 9): (0x8, 0x980, 0, 0),
-    }
-    header = SimpleNamespace(version=85, xcr0=0x2E7, cpuid=cpuid, has_cpuid_faulting=True)
-    fake_module(monkeypatch, "xcr0tool.sources.rrtrace", read_trace_header=lambda path: header)
-    machine = resolve_machine(str(trace))
-    assert (machine.kind, machine.xcr0, machine.uses_cpuid_faulting) == ("rr-trace", 0x2E7, True)
-    result = compat([machine, resolve_machine("intel")])
-    assert verdict(result, "rr", 0, 1).fatal_feature == 5  # type: ignore[attr-defined]
-
-
-def test_rr_trace_against_host_with_the_real_reader() -> None:
-    pytest.importorskip("xcr0tool.sources.rrtrace", reason="rr trace reading (issue 11) not here")
-    traces = os.environ.get("XCR0TOOL_RR_TRACE")
-    if not traces:
-        pytest.skip("XCR0TOOL_RR_TRACE names no rr trace directory")
-    host = host_or_skip()
-    result = compat(resolve_machines([traces, "host"]))
-    assert result.machines[1].xcr0 == host.xcr0
-
-
-def test_criu_cpuinfo_through_the_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The adapter for issue 11's sources.criu.read_cpuinfo: CRIU's mask lacks SSE and
-    BNDREGS (and AMX), which come back for XCR0; the layout is the profile that fits."""
-    image = tmp_path / "cpuinfo.img"
-    image.write_bytes((0x54564319).to_bytes(4, "little") + (0x61404013).to_bytes(4, "little"))
-    facts = SimpleNamespace(xfeatures_mask=0x2E5, xsave_size=2440, xsave_size_max=2440)
-    fake_module(monkeypatch, "xcr0tool.sources.criu", read_cpuinfo=lambda path: facts)
-    machine = resolve_machine(str(image))
-    assert (machine.kind, machine.xcr0) == ("criu", 0x2E7)
-    assert "amd-zen4" in machine.cpuid_source
-    result = compat([machine, resolve_machine("amd-zen4")])
-    assert verdict(result, "criu", 0, 1).restores is None  # type: ignore[attr-defined]
-    intel = compat([machine, resolve_machine("intel")])
-    assert verdict(intel, "criu", 0, 1).reason == "CPU xsave size mismatch (2440/11008)"  # type: ignore[attr-defined]
-
-
-def test_without_the_readers_rr_and_criu_are_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "xcr0tool.sources.rrtrace", None)
-    trace = tmp_path / "trace"
-    trace.mkdir()
-    (trace / "version").write_bytes(b"85\n")
-    with pytest.raises(Exception, match="rr trace directories is not built in yet"):
-        resolve_machine(str(trace))
 
 
 # ---- Firecracker ----------------------------------------------------------------------------

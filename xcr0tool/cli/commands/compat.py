@@ -22,8 +22,9 @@ def compat(machines: tuple[str, ...]) -> View:
     each machine; the portable XCR0 (the largest every machine allows, that XSETBV
     accepts, whose components sit alike everywhere); for every ordered pair the verdict
     of rr's replay check (check_xsave_compatibility) and of CRIU's restore check
-    (cpu_validate_features, --cpu-cap=fpu) in their own words; the threads of a core
-    whose state a target lacks or places elsewhere; and what to do about it.
+    (cpu_validate_features, --cpu-cap=fpu) in their own words; the threads of a core or
+    a CRIU dump, and the frames of an rr trace, whose state a target lacks or places
+    elsewhere; and what to do about it.
 
     \b
     A MACHINE is:
@@ -31,8 +32,8 @@ def compat(machines: tuple[str, ...]) -> View:
       intel, amd-zen4, ...    a built-in profile (see `layout --help`)
       FILE                    a CPUID dump (`cpuid -r`, AIDA64/InstLatx64), a layout
                               file (`layout --json`, `host --save`), an ELF core, a
-                              Firecracker CPU fingerprint, `rr traceinfo` JSON, or a
-                              CRIU cpuinfo.img
+                              Firecracker CPU fingerprint, `rr traceinfo` JSON, a
+                              CRIU cpuinfo.img, or a CRIU core-TID.img
       DIR                     an rr trace directory, or a CRIU image directory
       FINGERPRINT+TEMPLATE    a Firecracker fingerprint with a custom CPU template applied
 
@@ -47,6 +48,7 @@ def compat(machines: tuple[str, ...]) -> View:
       xcr0tool compat host amd-zen4               can this machine's state go to a Zen 4?
       xcr0tool compat zen4.txt skylake-x.txt      rr trace from one, replay on the other
       xcr0tool compat core.4242 host              which threads' state would not fit here
+      xcr0tool compat rr-trace/ host              replay here? which frames' state moves
       xcr0tool compat fp.json fp.json+T2CL.json   a Firecracker host with and without a template
       xcr0tool compat --json a.txt b.txt c.txt    the schema is in README
     """
