@@ -2,6 +2,7 @@
 """Benchmark reading an rr trace's events: throughput and peak memory. Not a test.
 
     python3 bench/bench_rr.py [--mib 256] [--xsave-every 50]
+    python3 bench/bench_rr.py --whole 20000
 
 Builds a trace of about MIB MiB of packed frames (uncompressed), as rr writes them
 (tests/make_rr_trace.py: capnp's encoder, 64-word first segments, 1 MiB brotli blocks):
@@ -10,6 +11,11 @@ frames of syscalls with memory-write records, and every Nth a signal frame with 
 1. the frame iterator (xcr0tool.formats.rr.iter_frames): MB/s of uncompressed events and
    of the file, frames/s, peak RSS;
 2. `xcr0tool decode TRACE@LAST --json`: finding the last frame, wall time and peak RSS.
+
+With --whole N: a trace of N frames with an 11 KiB XSAVE image (each after a syscall
+frame), and the wall time and peak RSS of the commands that read every one of them:
+decode (text and --json), diff TRACE TRACE, validate, and compat TRACE host (which reads
+only each frame's XSTATE_BV as events streams past).
 """
 
 from __future__ import annotations
@@ -39,19 +45,86 @@ print(frames, xsave, took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--xsave-every", type=int, default=50)
-    args = parser.parse_args()
-    records = mk.host_cpuid_records()
-    size = mk.leaf_0d(records)[0][1]
+def xsave_image(size: int, xcr0: int = 3, in_use: int = 3) -> bytes:
     image = bytearray(size)
     image[0:2] = (0x37F).to_bytes(2, "little")
     image[24:28] = (0x1F80).to_bytes(4, "little")
     image[32:416] = bytes(range(256)) + bytes(range(128))
-    image[464:472] = (3).to_bytes(8, "little")
-    image[512:520] = (3).to_bytes(8, "little")
+    image[464:472] = xcr0.to_bytes(8, "little")
+    image[512:520] = in_use.to_bytes(8, "little")
+    return bytes(image)
+
+
+def write_events(path: Path, unit: bytes, copies: int) -> None:
+    """`copies` times the packed frames of `unit`, in 1 MiB brotli blocks."""
+    import brotli
+
+    with open(path, "wb") as out:
+        block = bytearray()
+        for _ in range(copies):
+            block += unit
+            while len(block) >= 1 << 20:
+                chunk = bytes(block[: 1 << 20])
+                del block[: 1 << 20]
+                packed = brotli.compress(chunk, quality=1)
+                out.write(mk.block_header(len(packed), len(chunk)) + packed)
+        if block:
+            packed = brotli.compress(bytes(block), quality=1)
+            out.write(mk.block_header(len(packed), len(block)) + packed)
+
+
+def timed(*args: str) -> tuple[int, float, float]:
+    """(exit status, seconds, peak RSS in MiB) of `xcr0tool ARGS` in a fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/env", "time", "-f", "%M", sys.executable, "-m", "xcr0tool", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False, cwd=REPO,
+    )  # fmt: skip
+    took = time.perf_counter() - start
+    return proc.returncode, took, int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+def whole(frames: int) -> None:
+    records = mk.host_cpuid_records()
+    eax, size, _ecx, edx = mk.leaf_0d(records)[0]
+    xcr0 = (eax | edx << 32) & 0xE02FF  # what Linux sets here
+    image = xsave_image(size, xcr0, xcr0 & 0xE7)  # AVX-512 in use where there is some
+    specs = [
+        mk.FrameSpec(100, None, mk.EXECVE_EVENT, mem_writes=3),
+        mk.FrameSpec(100, image, mk.SIGNAL_EVENT, mem_writes=2),
+    ]
+    unit = mk.capnp_encode("Frame", [mk.frame_text(s) for s in specs], 64)
+    with tempfile.TemporaryDirectory(prefix="bench-rr-") as tmp:
+        trace = Path(tmp) / "trace"
+        trace.mkdir()
+        header = mk.capnp_encode("Header", [mk.header_text(records, xcr0)])
+        (trace / "version").write_bytes(b"85\n" + header)
+        write_events(trace / "events", unit, frames)
+        print(f"{frames} frames with a {size}-byte XSAVE image ({2 * frames} frames in all)")
+        for args in (
+            ["decode", str(trace)],
+            ["decode", "--json", str(trace)],
+            ["diff", str(trace), str(trace)],
+            ["validate", str(trace)],
+            ["compat", str(trace), "host"],
+        ):
+            status, took, rss = timed(*args)
+            shown = " ".join(a if a != str(trace) else "TRACE" for a in args)
+            print(f"{shown:<24} exit {status}  {took:6.2f} s  peak RSS {rss:6.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--xsave-every", type=int, default=50)
+    parser.add_argument("--whole", type=int, metavar="N", help="N XSAVE frames, every command")
+    args = parser.parse_args()
+    if args.whole:
+        whole(args.whole)
+        return
+    records = mk.host_cpuid_records()
+    size = mk.leaf_0d(records)[0][1]
+    image = xsave_image(size)
     specs = [
         mk.FrameSpec(100 + i % 7, None, mk.EXECVE_EVENT, mem_writes=i % 20)
         for i in range(args.xsave_every - 1)
@@ -65,20 +138,7 @@ def main() -> None:
         header = mk.capnp_encode("Header", [mk.header_text(records, 3)])
         (trace / "version").write_bytes(b"85\n" + header)
         total = len(unit) * copies
-        with open(trace / "events", "wb") as out:
-            import brotli
-
-            block = bytearray()
-            for _ in range(copies):
-                block += unit
-                while len(block) >= 1 << 20:
-                    chunk = bytes(block[: 1 << 20])
-                    del block[: 1 << 20]
-                    packed = brotli.compress(chunk, quality=1)
-                    out.write(mk.block_header(len(packed), len(chunk)) + packed)
-            if block:
-                packed = brotli.compress(bytes(block), quality=1)
-                out.write(mk.block_header(len(packed), len(block)) + packed)
+        write_events(trace / "events", unit, copies)
         file_size = (trace / "events").stat().st_size
         print(f"events: {total / 1e6:.0f} MB packed frames, {file_size / 1e6:.1f} MB on disk,"
               f" {copies * len(specs)} frames")  # fmt: skip

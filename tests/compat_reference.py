@@ -5,9 +5,10 @@ the original's lines. Sources, read at these commits:
 - rr 5c202cd8 (rr-debugger/rr): src/ReplaySession.cc check_xsave_compatibility,
   tracee_xsave_enabled and the x86 checks of ReplaySession::ReplaySession; src/util.cc
   find_cpuid_record, cpuid_compatible, xsave_enabled; src/util.h the flag values.
-- CRIU 2cf8f13c (checkpoint-restore/criu): criu/arch/x86/cpu.c cpu_validate_features;
-  compel/arch/x86/src/lib/cpu.c compel_cpuid, compel_fpuid, xsave_cpuid_features;
-  compel/arch/x86/src/lib/include/uapi/asm/cpu.h and fpu.h the feature numbers and masks.
+- CRIU 2cf8f13c (checkpoint-restore/criu): criu/arch/x86/cpu.c cpu_dump_cpuinfo,
+  cpu_validate_cpuinfo, img_to_cpuinfo and cpu_validate_features; compel/arch/x86/src/lib/
+  cpu.c compel_cpuid, compel_fpuid, xsave_cpuid_features; compel/arch/x86/src/lib/include/
+  uapi/asm/cpu.h and fpu.h the feature numbers and masks; images/cpuinfo.proto.
 
 Inputs are plain CPUID tables {(leaf, sub-leaf): (eax, ebx, ecx, edx)}, read from AIDA64
 dumps by `read_aida_dump` here (not by xcr0tool's parser).
@@ -200,24 +201,73 @@ XFEATURE_MASK_USER = (
 XFEATURE_MASK_SUPERVISOR = XFEATURE_MASK_PT | XFEATURE_HDC
 
 
+CPUID_8000_0001_EDX, CPUID_LNX_1, CPUID_8000_0001_ECX = 1, 3, 6
+CPUID_F_1_EDX, CPUID_8000_0008_EBX, CPUID_8000_000A_EDX, CPUID_F_0_EDX = 12, 13, 15, 16
+CPUID_8000_0007_EBX = 17
+NCAPINTS = 19
+X86_FEATURE_REP_GOOD = 3 * 32 + 16
+X86_FEATURE_NOPL = 3 * 32 + 20
+X86_FEATURE_CPUID = 3 * 32 + 25
+X86_FEATURE_ERMS = 9 * 32 + 9
+X86_FEATURE_CQM_LLC = 16 * 32 + 1
+X86_VENDOR_INTEL, X86_VENDOR_AMD = 0, 1  # compel uapi/asm/cpu.h
+# images/cpuinfo.proto: enum vendor { UNKNOWN = 0; INTEL = 1; AMD = 2; }, as crit spells it
+VENDOR_ENUM = {"UNKNOWN": 0, "INTEL": 1, "AMD": 2}
+# ncapints[] of cpu.c: { capability_ver, NCAPINTS_V1 = 12 / NCAPINTS_V2 = 19 }
+NCAPINTS_BY_VERSION = ((1, 12), (2, 19))
+
+
 @dataclass
 class CompelCpuinfo:
     x86_capability: list[int]
     xfeatures_mask: int
     xsave_size: int
     xsave_size_max: int
+    x86_vendor: int = X86_VENDOR_INTEL
+    x86_family: int = 0
+    x86_model: int = 0
+    x86_mask: int = 0
+    x86_model_id: str = ""
 
 
 def cap_bit(cap: list[int], feature: int) -> bool:
     return bool(cap[feature // 32] >> (feature % 32) & 1)
 
 
+def _set(cap: list[int], feature: int) -> None:
+    cap[feature // 32] |= 1 << feature % 32
+
+
+def _clear(cap: list[int], feature: int) -> None:
+    cap[feature // 32] &= ~(1 << feature % 32)
+
+
+def _text(*regs: int) -> str:
+    return b"".join(r.to_bytes(4, "little") for r in regs).split(b"\0", 1)[0].decode("latin-1")
+
+
 def compel_cpuid(cpuid: Table) -> CompelCpuinfo:
     """compel_cpuid then compel_fpuid, on a machine whose CPUID is `cpuid`."""
-    cap = [0] * 19
-    cpuid_level = live_cpuid(cpuid, 0, 0)[0]
+    cap = [0] * NCAPINTS
+    # cpuid(0x00000000, &c->cpuid_level, &vendor_id[0], &vendor_id[8], &vendor_id[4])
+    cpuid_level, ebx, ecx, edx = live_cpuid(cpuid, 0, 0)
+    vendor_id = _text(ebx, edx, ecx)
+    if vendor_id == "GenuineIntel":
+        vendor = X86_VENDOR_INTEL
+    elif vendor_id in ("AuthenticAMD", "HygonGenuine"):
+        vendor = X86_VENDOR_AMD
+    else:
+        raise AssertionError(f"Unsupported CPU vendor {vendor_id}")
+    family, model, mask = 4, 0, 0
     if cpuid_level >= 0x00000001:
-        _eax, _ebx, ecx, edx = live_cpuid(cpuid, 1, 0)
+        eax, _ebx, ecx, edx = live_cpuid(cpuid, 1, 0)
+        family = (eax >> 8) & 0xF
+        model = (eax >> 4) & 0xF
+        mask = eax & 0xF
+        if family == 0xF:
+            family += (eax >> 20) & 0xFF
+        if family >= 0x6:
+            model += ((eax >> 16) & 0xF) << 4
         cap[CPUID_1_EDX] = edx
         cap[CPUID_1_ECX] = ecx
     if cpuid_level >= 0x00000006:
@@ -229,13 +279,51 @@ def compel_cpuid(cpuid: Table) -> CompelCpuinfo:
         cap[CPUID_7_0_EDX] = edx
     if cpuid_level >= 0x0000000D:
         cap[CPUID_D_1_EAX] = live_cpuid(cpuid, 0xD, 1)[0]
+    if cpuid_level >= 0x0000000F:
+        cap[CPUID_F_0_EDX] = live_cpuid(cpuid, 0xF, 0)[3]
+        if cap_bit(cap, X86_FEATURE_CQM_LLC):
+            cap[CPUID_F_1_EDX] = live_cpuid(cpuid, 0xF, 1)[3]
+    extended_level = live_cpuid(cpuid, 0x80000000, 0)[0]
+    if (extended_level & 0xFFFF0000) == 0x80000000 and extended_level >= 0x80000001:
+        _eax, _ebx, ecx, edx = live_cpuid(cpuid, 0x80000001, 0)
+        cap[CPUID_8000_0001_ECX] = ecx
+        cap[CPUID_8000_0001_EDX] = edx
+    model_id = ""
+    if extended_level >= 0x80000004:
+        regs = [
+            r for leaf in (0x80000002, 0x80000003, 0x80000004) for r in live_cpuid(cpuid, leaf, 0)
+        ]
+        model_id = _text(*regs).lstrip(" ")  # "Intel chips right-justify this string"
+    if extended_level >= 0x80000007:
+        cap[CPUID_8000_0007_EBX] = live_cpuid(cpuid, 0x80000007, 0)[1]
+    if extended_level >= 0x8000000A:
+        cap[CPUID_8000_000A_EDX] = live_cpuid(cpuid, 0x8000000A, 0)[3]
+    if extended_level >= 0x80000008:
+        cap[CPUID_8000_0008_EBX] = live_cpuid(cpuid, 0x80000008, 0)[1]
+    _set(cap, X86_FEATURE_CPUID)
+    _set(cap, X86_FEATURE_NOPL)
     # if ((int32_t)c->cpuid_level < (int32_t)0x0000000d) compel_clear_cpu_cap(c, X86_FEATURE_XSAVE);
     if cpuid_level < 0x0000000D:
-        cap[X86_FEATURE_XSAVE // 32] &= ~(1 << X86_FEATURE_XSAVE % 32)
+        _clear(cap, X86_FEATURE_XSAVE)
+    if vendor == X86_VENDOR_INTEL:
+        if family == 15:
+            _clear(cap, X86_FEATURE_REP_GOOD)
+            _clear(cap, X86_FEATURE_ERMS)
+        elif family == 6:
+            _set(cap, X86_FEATURE_REP_GOOD)
+    else:
+        _clear(cap, 0 * 32 + 31)
+        if family >= 0x10:
+            _set(cap, X86_FEATURE_REP_GOOD)
+        if family == 0xF:
+            level = live_cpuid(cpuid, 1, 0)[0]
+            if (0x0F48 <= level < 0x0F50) or level >= 0x0F58:
+                _set(cap, X86_FEATURE_REP_GOOD)
     # compel_fpuid
+    info = CompelCpuinfo(cap, 0, 0, 0, vendor, family, model, mask, model_id)
     assert cap_bit(cap, X86_FEATURE_FPU), "fpu: No FPU detected"
     if not cap_bit(cap, X86_FEATURE_XSAVE):
-        return CompelCpuinfo(cap, 0, 0, 0)
+        return info
     eax, ebx, ecx, edx = live_cpuid(cpuid, 0xD, 0)
     xfeatures_mask = eax + (edx << 32)
     assert xfeatures_mask & 3 == 3
@@ -244,7 +332,71 @@ def compel_cpuid(cpuid: Table) -> CompelCpuinfo:
             xfeatures_mask &= ~(1 << i)
     xfeatures_mask &= XFEATURE_MASK_USER
     xfeatures_mask &= ~XFEATURE_MASK_SUPERVISOR
-    return CompelCpuinfo(cap, xfeatures_mask, ebx, ecx)
+    info.xfeatures_mask, info.xsave_size, info.xsave_size_max = xfeatures_mask, ebx, ecx
+    return info
+
+
+def cpu_dump_cpuinfo(c: CompelCpuinfo) -> dict[str, object]:
+    """The cpuinfo_x86_entry cpu_dump_cpuinfo writes for this machine, as `crit decode`
+    prints it (and `crit encode` reads it)."""
+    entry: dict[str, object] = {
+        # (rt_cpu_info.x86_vendor == X86_VENDOR_INTEL) ? ..._INTEL : ..._AMD
+        "vendor_id": "INTEL" if c.x86_vendor == X86_VENDOR_INTEL else "AMD",
+        "cpu_family": c.x86_family,
+        "model": c.x86_model,
+        "stepping": c.x86_mask,
+        "capability_ver": 2,
+        "capability": list(c.x86_capability),
+    }
+    if c.x86_model_id:  # if (rt_cpu_info.x86_model_id[0])
+        entry["model_id"] = c.x86_model_id
+    entry["xfeatures_mask"] = c.xfeatures_mask
+    entry["xsave_size"] = c.xsave_size
+    entry["xsave_size_max"] = c.xsave_size_max
+    return entry
+
+
+def img_to_cpuinfo(entry: dict[str, object], rt: CompelCpuinfo) -> CompelCpuinfo | str:
+    """cpu_validate_cpuinfo's vendor check, then img_to_cpuinfo, on the restoring
+    machine `rt`: the image as compel_cpuinfo_t, or CRIU's error text."""
+    vendor = VENDOR_ENUM[str(entry["vendor_id"])]
+    if vendor not in (VENDOR_ENUM["INTEL"], VENDOR_ENUM["AMD"]):
+        return "Unknown cpu vendor %d" % vendor  # noqa: UP031
+    words = list(entry.get("capability", []))  # type: ignore[call-overload]
+    version = int(entry["capability_ver"])  # type: ignore[call-overload]
+    for capability_ver, ncapints in NCAPINTS_BY_VERSION:
+        if version == capability_ver:
+            if len(words) != ncapints:
+                return "Image carries %u words while %u expected" % (len(words), ncapints)  # noqa: UP031
+            break
+    else:
+        return "Image carries unknown capability version %d" % version  # noqa: UP031
+    cap = words + [0] * (NCAPINTS - len(words))
+    if version == 1:  # memcpy(&cpu_info->x86_capability[NCAPINTS_V1], &rt_cpu_info...)
+        cap[12:NCAPINTS] = rt.x86_capability[12:NCAPINTS]
+
+    def field(name: str, runtime: int) -> int:
+        return int(entry[name]) if name in entry else runtime  # type: ignore[call-overload]
+
+    return CompelCpuinfo(
+        cap,
+        field("xfeatures_mask", rt.xfeatures_mask),
+        field("xsave_size", rt.xsave_size),
+        field("xsave_size_max", rt.xsave_size_max),
+        X86_VENDOR_INTEL if vendor == VENDOR_ENUM["INTEL"] else X86_VENDOR_AMD,
+        int(entry["cpu_family"]),  # type: ignore[call-overload]
+        int(entry["model"]),  # type: ignore[call-overload]
+        int(entry["stepping"]),  # type: ignore[call-overload]
+    )
+
+
+def cpu_validate_cpuinfo_fpu(entry: dict[str, object], rt: CompelCpuinfo) -> str | None:
+    """`criu restore --cpu-cap=fpu` on `rt` of an image whose cpuinfo.img holds `entry`:
+    img_to_cpuinfo, then cpu_validate_features' FPU checks."""
+    image = img_to_cpuinfo(entry, rt)
+    if isinstance(image, str):
+        return image
+    return cpu_validate_features_fpu(image, rt)
 
 
 def cpu_validate_features_fpu(image: CompelCpuinfo, host: CompelCpuinfo) -> str | None:

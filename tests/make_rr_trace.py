@@ -395,9 +395,12 @@ def write_criu_dir(
     sizes: tuple[int, int] | None,
     *,
     vendor: str = "INTEL",
+    cpuinfo: dict | None = None,
 ) -> Path:
     """core-TID.img for each thread, pstree.img, and cpuinfo.img when `sizes`
-    (xsave_size, xsave_size_max) is given; xfeatures_mask as compel computes it."""
+    (xsave_size, xsave_size_max) is given: xfeatures_mask as compel computes it, the
+    other fields made up (19 zero capability words, the count CRIU's img_to_cpuinfo
+    wants); or `cpuinfo`, a whole cpuinfo_x86_entry (compat_reference.cpu_dump_cpuinfo)."""
     dest.mkdir(parents=True, exist_ok=True)
     for tid, image in threads.items():
         crit_encode(
@@ -414,7 +417,11 @@ def write_criu_dir(
         },
         dest / "pstree.img",
     )
-    if sizes is not None:
+    if cpuinfo is not None:
+        crit_encode(
+            {"magic": "CPUINFO", "entries": [{"x86_entry": [cpuinfo]}]}, dest / "cpuinfo.img"
+        )
+    elif sizes is not None:
         mask = xcr0 & 0x2FF & ~0x10A  # compel: XFEATURE_MASK_USER, ~(PT | XFEATURE_HDC)
         entry = {
             "vendor_id": vendor,
@@ -422,7 +429,7 @@ def write_criu_dir(
             "model": 143,
             "stepping": 8,
             "capability_ver": 2,
-            "capability": [0] * 8,
+            "capability": [0] * 19,
             "model_id": "test CPU",
             "xfeatures_mask": mask,
             "xsave_size": sizes[0],

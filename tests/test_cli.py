@@ -9,33 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirunner import one_line_error, run
 
 from xcr0tool.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
-
-
-def run(
-    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcr0tool", *args],
-        input=stdin,
-        capture_output=True,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    """Trouble means exit 2, nothing on stdout, and exactly one line on stderr."""
-    assert result.returncode == 2, result
-    assert result.stdout == b""
-    lines = result.stderr.decode().splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -255,3 +234,87 @@ def test_read_error_names_the_file() -> None:
         one_line_error(run("decode", "/proc/self/mem"))
         == "xcr0tool: /proc/self/mem: input/output error"
     )
+
+
+# The shape of the CLI ----------------------------------------------------------------------
+COMMAND_BODY_LIMIT = 35  # lines of a click command's body, decorators and docstring aside
+
+
+def command_bodies() -> dict[str, int]:
+    """Every function decorated as a click command in xcr0tool/cli, with the lines of its
+    body after the docstring."""
+    import ast
+
+    bodies = {}
+    for path in sorted((ROOT / "xcr0tool" / "cli").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            names = [ast.unparse(d) for d in node.decorator_list]
+            if not any(n.startswith(("click.command", "click.group")) for n in names):
+                continue
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]  # the docstring
+            lines = 0 if not body else (body[-1].end_lineno or 0) - body[0].lineno + 1
+            bodies[f"{path.name}:{node.name}"] = lines
+    return bodies
+
+
+def test_command_bodies_are_short() -> None:
+    bodies = command_bodies()
+    assert len(bodies) >= len(COMMANDS) + 1  # every command and the group
+    long = {name: lines for name, lines in bodies.items() if lines > COMMAND_BODY_LIMIT}
+    assert not long, f"command bodies over {COMMAND_BODY_LIMIT} lines: {long}"
+
+
+def test_the_body_measure_sees_a_long_body(tmp_path: Path) -> None:
+    """The measure above can fail: a 40-line body counts 40."""
+    import ast
+
+    source = "@click.command()\ndef f() -> None:\n    '''doc'''\n" + "    x = 1\n" * 40
+    node = ast.parse(source).body[0]
+    assert isinstance(node, ast.FunctionDef)
+    assert node.body[-1].end_lineno is not None
+    assert node.body[-1].end_lineno - node.body[1].lineno + 1 == 40
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_examples(command: str) -> None:
+    text = run(command, "--help").stdout.decode()
+    assert "\n  Examples:\n" in text, command
+    examples = text.split("\n  Examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert sum(line.strip().startswith(f"xcr0tool {command}") for line in examples) >= 2
+
+
+def test_top_level_help_names_sources_and_exit_codes() -> None:
+    text = run("--help").stdout.decode()
+    for form in ("CORE@TID", "pid:N", "pid:N@TID", "self", "self@xsave", "self@xsavec", "--thread"):
+        assert form in text, form
+    status = text.split("Exit status:", 1)[1]
+    for code in ("0 ", "1 ", "2 ", "141 "):
+        assert f"\n    {code}" in status, code
+    assert "\n  Examples:\n" in text
+
+
+def test_man_page_is_current() -> None:
+    from xcr0tool.cli.manpage import manpage
+
+    shipped = (ROOT / "man" / "xcr0tool.1").read_text()
+    assert manpage(cli) == shipped, "regenerate: python3 -m xcr0tool.cli.manpage > man/xcr0tool.1"
+    for command in COMMANDS:
+        assert f".SS xcr0tool {command}" in shipped or f".SS xcr0tool {command}\n" in shipped
+
+
+def test_man_page_renders_without_warnings() -> None:
+    import shutil
+
+    if shutil.which("groff") is None:
+        pytest.skip("groff is not installed")
+    result = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-z", str(ROOT / "man" / "xcr0tool.1")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")

@@ -8,21 +8,17 @@ sub-directory. Tests that need them skip when they are not there.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import compat_reference as ref
 import pytest
+from clirunner import one_line_error, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rich.console import Console
 
 from xcr0tool.arch.components import bits
 from xcr0tool.errors import InputError
@@ -34,7 +30,8 @@ from xcr0tool.ops.compat import (
     portable_xcr0,
     xcr0_allowed,
 )
-from xcr0tool.render.compat import compat_json, compat_rich, compat_text
+from xcr0tool.render.compat import compat_json, compat_text, compat_view
+from xcr0tool.render.styled import Screen
 from xcr0tool.sources.machines import resolve_machine, resolve_machines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,21 +67,6 @@ def corpus_dumps() -> list[Path]:
 def firecracker(name: str) -> str:
     assert FIRECRACKER
     return str(Path(FIRECRACKER) / name)
-
-
-def run(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcr0tool", *args], capture_output=True, check=False
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    assert result.returncode == 2, result
-    assert result.stdout == b""
-    lines = result.stderr.decode().splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in lines[0]
-    return lines[0]
 
 
 def verdict(result: object, kind: str, i: int, j: int) -> object:
@@ -321,74 +303,6 @@ def test_trace_recorded_with_faulting_needs_it_to_replay(tmp_path: Path) -> None
         "Trace was recorded on a machine with different CPUID values\n"
         "and CPUID faulting is not enabled; replay will not work."
     )
-
-
-def fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **functions: object) -> None:
-    module = SimpleNamespace(**functions)
-    monkeypatch.setitem(sys.modules, name, module)
-
-
-def test_rr_trace_directory_through_the_header_reader(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The adapter for the rr reader (issue 11's sources.rrtrace.read_trace_header),
-    fed the documented RrHeader shape."""
-    trace = tmp_path / "trace-0"
-    trace.mkdir()
-    (trace / "version").write_bytes(b"85\n")
-    cpuid = {
-        (1, 0xFFFFFFFF): (0xA60F12, 0, 1 << 27, 0),
-        (0xD, 0): (0x2E7, 0x988, 0x988, 0),
-        (0xD, 1): (0xF, 0x990, 0x1800, 0),
-        (0xD, 2): (0x100, 0x240, 0, 0),
-        (0xD, 5): (0x40, 0x340, 0, 0),
-        (0xD, 6): (0x200, 0x380, 0, 0),
-        (0xD, 7): (0x400, 0x580, 0, 0),
-        (0xD, 9): (0x8, 0x980, 0, 0),
-    }
-    header = SimpleNamespace(version=85, xcr0=0x2E7, cpuid=cpuid, has_cpuid_faulting=True)
-    fake_module(monkeypatch, "xcr0tool.sources.rrtrace", read_trace_header=lambda path: header)
-    machine = resolve_machine(str(trace))
-    assert (machine.kind, machine.xcr0, machine.uses_cpuid_faulting) == ("rr-trace", 0x2E7, True)
-    result = compat([machine, resolve_machine("intel")])
-    assert verdict(result, "rr", 0, 1).fatal_feature == 5  # type: ignore[attr-defined]
-
-
-def test_rr_trace_against_host_with_the_real_reader() -> None:
-    pytest.importorskip("xcr0tool.sources.rrtrace", reason="rr trace reading (issue 11) not here")
-    traces = os.environ.get("XCR0TOOL_RR_TRACE")
-    if not traces:
-        pytest.skip("XCR0TOOL_RR_TRACE names no rr trace directory")
-    host = host_or_skip()
-    result = compat(resolve_machines([traces, "host"]))
-    assert result.machines[1].xcr0 == host.xcr0
-
-
-def test_criu_cpuinfo_through_the_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The adapter for issue 11's sources.criu.read_cpuinfo: CRIU's mask lacks SSE and
-    BNDREGS (and AMX), which come back for XCR0; the layout is the profile that fits."""
-    image = tmp_path / "cpuinfo.img"
-    image.write_bytes((0x54564319).to_bytes(4, "little") + (0x61404013).to_bytes(4, "little"))
-    facts = SimpleNamespace(xfeatures_mask=0x2E5, xsave_size=2440, xsave_size_max=2440)
-    fake_module(monkeypatch, "xcr0tool.sources.criu", read_cpuinfo=lambda path: facts)
-    machine = resolve_machine(str(image))
-    assert (machine.kind, machine.xcr0) == ("criu", 0x2E7)
-    assert "amd-zen4" in machine.cpuid_source
-    result = compat([machine, resolve_machine("amd-zen4")])
-    assert verdict(result, "criu", 0, 1).restores is None  # type: ignore[attr-defined]
-    intel = compat([machine, resolve_machine("intel")])
-    assert verdict(intel, "criu", 0, 1).reason == "CPU xsave size mismatch (2440/11008)"  # type: ignore[attr-defined]
-
-
-def test_without_the_readers_rr_and_criu_are_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "xcr0tool.sources.rrtrace", None)
-    trace = tmp_path / "trace"
-    trace.mkdir()
-    (trace / "version").write_bytes(b"85\n")
-    with pytest.raises(Exception, match="rr trace directories is not built in yet"):
-        resolve_machine(str(trace))
 
 
 # ---- Firecracker ----------------------------------------------------------------------------
@@ -636,10 +550,9 @@ def test_text_is_golden() -> None:
 
 
 def test_terminal_view() -> None:
-    buffer = io.StringIO()
-    console = Console(width=160, force_terminal=True, color_system=None, file=buffer)
-    compat_rich(compat(resolve_machines(["amd-zen4", "intel"])), out=console)
-    shown = buffer.getvalue()
+    view = compat_view(compat(resolve_machines(["amd-zen4", "intel"])))
+    assert view.terminal is not None
+    shown = view.terminal(Screen(160, colour=False))
     assert "portable XCR0: 0x7" in shown
     assert "FATAL at feature 5" in shown
 

@@ -47,7 +47,7 @@ VISIBLE_FILES = {"core.1", "core.2", "amber.json", "dumps"}  # as offered, witho
 CASES: list[tuple[str, str, set[str]]] = [
     ("commands", "xcr0tool ", COMMANDS),
     ("one command", "xcr0tool deco", {"decode"}),
-    ("options", "xcr0tool decode --la", {"--layout"}),
+    ("options", "xcr0tool decode --la", {"--lanes", "--layout"}),
     ("decode SOURCE", "xcr0tool decode co", {"core.1", "core.2"}),
     ("extract SOURCE", "xcr0tool extract co", {"core.1", "core.2"}),
     ("convert SOURCE", "xcr0tool convert --to compacted co", {"core.1", "core.2"}),

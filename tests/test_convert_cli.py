@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+from clirunner import ok, one_line_error, run, stderr_lines
 from test_transforms import image_for, xsaves_image
 
 from xcr0tool.arch.offsets import XCOMP_BV
@@ -31,9 +32,10 @@ FIXTURE_CORE = FIXTURES / "linux-amd-avx512bw-4t.core"
 TERMINAL = "xcr0tool: refusing to write binary data to a terminal: pass -o FILE or pipe the output"
 
 
-def run(
-    *args: str, stdin: bytes | None = None, stdout: int | None = subprocess.PIPE
+def run_with_stdout(
+    *args: str, stdout: int, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
+    """As a program, with stdout on the file descriptor given (a pty)."""
     return subprocess.run(
         [sys.executable, "-m", "xcr0tool", *args],
         input=stdin,
@@ -42,24 +44,6 @@ def run(
         check=False,
         timeout=120,
     )
-
-
-def ok(result: subprocess.CompletedProcess[bytes]) -> bytes:
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    """Trouble means exit 2, nothing on stdout, and exactly one line on stderr."""
-    assert result.returncode == 2, result
-    assert not result.stdout
-    lines = result.stderr.decode().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
-def stderr_lines(result: subprocess.CompletedProcess[bytes]) -> list[str]:
-    return result.stderr.decode().splitlines()
 
 
 def decoded_thread(data: bytes) -> dict[str, Any]:
@@ -100,7 +84,7 @@ def test_extract_mask_decode_pipeline() -> None:
     masked = run("mask", "--xcr0", "0x7", stdin=extracted)
     assert len(ok(masked)) == 832
     assert stderr_lines(masked) == [
-        f"xcr0tool: removed {name} (component {i}): in use, its values are gone"
+        f"xcr0tool: warning: removed {name} (component {i}): in use, its values are gone"
         for i, name in ((5, "opmask"), (6, "zmm_hi256"), (7, "hi16_zmm"))
     ]
     thread = decoded_thread(masked.stdout)
@@ -150,7 +134,7 @@ def test_compacted_to_standard_names_the_layout_it_chose(zen4_image: Path) -> No
         return
     assert len(ok(result)) == size
     assert stderr_lines(result) == [
-        "xcr0tool: note: standard offsets from this machine's CPUID leaf 0xD (--layout to choose)"
+        "xcr0tool: warning: standard offsets from this machine's CPUID leaf 0xD (--layout to choose)"
     ]
 
 
@@ -167,7 +151,7 @@ def test_mask_notes_what_the_image_lacks(zen4_image: Path) -> None:
     result = run("mask", "--xcr0", "0x2e7", str(zen4_image))
     assert ok(result) == zen4_image.read_bytes()
     assert stderr_lines(result) == [
-        "xcr0tool: note: the image has no pkru (XCR0 0xe7): masking never adds a feature"
+        "xcr0tool: warning: the image has no pkru (XCR0 0xe7): masking never adds a feature"
     ]
 
 
@@ -192,9 +176,9 @@ def test_supervisor_components_refused_then_dropped(tmp_path: Path) -> None:
     dropped = run("convert", "--layout", "intel", "--drop-supervisor", str(path))
     assert len(ok(dropped)) == 2696
     assert stderr_lines(dropped) == [
-        "xcr0tool: dropped supervisor component pasid (component 10): in its init state",
-        "xcr0tool: dropped supervisor component cet_u (component 11): in use, its values are gone",
-        "xcr0tool: dropped supervisor component lbr (component 15): in use, its values are gone",
+        "xcr0tool: warning: dropped supervisor component pasid (component 10): in its init state",
+        "xcr0tool: warning: dropped supervisor component cet_u (component 11): in use, its values are gone",
+        "xcr0tool: warning: dropped supervisor component lbr (component 15): in use, its values are gone",
     ]
 
 
@@ -205,7 +189,7 @@ def on_terminal(*args: str, stdin: bytes | None = None) -> subprocess.CompletedP
     """Run with stdout on a pseudo-terminal."""
     leader, follower = pty.openpty()
     try:
-        return run(*args, stdin=stdin, stdout=follower)
+        return run_with_stdout(*args, stdin=stdin, stdout=follower)
     finally:
         os.close(follower)
         os.close(leader)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirunner import ok, run
 
 CORPUS = os.environ.get("XCR0TOOL_CORPUS")
 pytestmark = pytest.mark.skipif(
@@ -44,12 +43,7 @@ LLDB_XMM = [
 
 def decode(name: str) -> dict[str, Any]:
     path = Path(CORPUS or "") / name
-    result = subprocess.run(
-        [sys.executable, "-m", "xcr0tool", "decode", "--json", str(path)],
-        capture_output=True,
-        check=True,
-    )
-    return json.loads(result.stdout)
+    return json.loads(ok(run("decode", "--json", str(path))))
 
 
 def little(spaced: str) -> int:

@@ -3,7 +3,6 @@ cores without XSTATE, the terminal view (golden, with a pinned console) and NO_C
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pty
@@ -12,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from clirunner import Ran, run
 
+from xcr0tool.ops.inspect import decode
 from xcr0tool.render import image as render
+from xcr0tool.render.styled import Screen
 from xcr0tool.sources.elfcore import NT_X86_XSTATE, read_core, write_core
-from xcr0tool.sources.open import open_source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ONE = FIXTURES / "linux-amd-avx512bw-1t.core"
@@ -24,14 +24,10 @@ FOUR = FIXTURES / "linux-amd-avx512bw-4t.core"
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def xcr0tool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcr0tool", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+def xcr0tool(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """In this process; stdout and stderr as text."""
+    result = run(*args, env=env)
+    return Ran(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())  # type: ignore[arg-type]
 
 
 def decode_json(*args: str) -> dict[str, Any]:
@@ -128,11 +124,9 @@ def test_registers_equal_gdbs_recorded_view() -> None:
 
 
 def rich_render(path: Path, *args: str) -> str:
-    result = open_source(str(path))
-    buffer = io.StringIO()
-    console = Console(width=120, force_terminal=True, color_system=None, file=buffer)
-    render.decode_rich(result, list(args), out=console)
-    return buffer.getvalue()
+    """The terminal view at 120 columns without colour."""
+    decoded = decode(str(path), patterns=args)
+    return render.decode_terminal(decoded, Screen(120, colour=False))
 
 
 def test_terminal_view_is_golden() -> None:
@@ -214,12 +208,11 @@ def test_a_layout_given_for_a_core_with_a_note_is_ignored_with_a_warning() -> No
 
 
 def test_extract_of_a_many_thread_core_says_which_thread() -> None:
-    first_tid = decode_json(str(FOUR))["threads"][0]["tid"]
-    result = subprocess.run(
-        [sys.executable, "-m", "xcr0tool", "extract", str(FOUR)], capture_output=True, check=False
-    )
+    tids = [t["tid"] for t in decode_json(str(FOUR))["threads"]]
+    result = run("extract", str(FOUR))
     assert result.returncode == 0
     assert result.stdout == (read_core(str(FOUR)).threads[0].xstate or b"")
     assert result.stderr.decode() == (
-        f"xcr0tool: extracted {FOUR} thread {first_tid}, the first of 4; pick another with --thread TID\n"
+        f"xcr0tool: warning: {FOUR} has 4 threads ({', '.join(map(str, tids))}); extracted the"
+        f" first, {tids[0]}: choose with --thread ID or {FOUR}@ID\n"
     )

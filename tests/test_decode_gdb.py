@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from clirunner import run
 from coremaker import (
     NT_PRSTATUS,
     NT_X86_XSAVE_LAYOUT,
@@ -105,16 +104,9 @@ def _untrusted(made: MadeCore) -> set[str]:
 
 
 def _decode(core: Path) -> dict[str, object]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "xcr0tool", "decode", str(core), "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        timeout=600,
-    )
+    proc = run("decode", str(core), "--json")
     assert proc.returncode == 0, (
-        f"xcr0tool decode failed ({proc.returncode}): {proc.stderr[-3000:]}"
+        f"xcr0tool decode failed ({proc.returncode}): {proc.stderr.decode()[-3000:]}"
     )
     data: dict[str, object] = json.loads(proc.stdout)
     return data

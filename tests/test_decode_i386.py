@@ -9,10 +9,10 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirunner import ok, run
 from coremaker import _clean_env, _core_globs, _core_pattern, _find_core
 from gdb_oracle import gdb_registers
 
@@ -65,12 +65,7 @@ def core32(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 
 def decode(core: Path) -> dict[str, object]:
-    result = subprocess.run(
-        [sys.executable, "-m", "xcr0tool", "decode", "--json", str(core)],
-        capture_output=True,
-        check=True,
-    )
-    return json.loads(result.stdout)
+    return json.loads(ok(run("decode", "--json", str(core))))
 
 
 def test_i386_core_registers_are_the_programs(core32: tuple[Path, Path, str]) -> None:
@@ -104,7 +99,7 @@ def test_i386_core_equals_gdb(core32: tuple[Path, Path, str], tmp_path: Path) ->
         # Intel's layout is one they read.
         intel = tmp_path / "core.intel"
         convert = ["convert", "--to", "standard", "--layout", "intel", str(core), "-o", str(intel)]
-        subprocess.run([sys.executable, "-m", "xcr0tool", *convert], check=True)
+        ok(run(*convert))
         theirs = gdb_registers(program, intel)[thread["tid"]]
     compared = sorted(set(theirs) & set(ours))
     assert {"st0", "fctrl", "ftag", "fioff", "fiseg", "mxcsr", "xmm7"} <= set(compared)

@@ -5,12 +5,11 @@ same registers at the new offsets; without the note, the guess must name itself.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirunner import ok, run
 
 from xcr0tool.arch.components import bits
 from xcr0tool.layouts.profiles import profile_layout
@@ -22,12 +21,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "linux-amd-avx512bw-4t.core"
 
 
 def decode(path: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "xcr0tool", "decode", "--json", str(path)],
-        capture_output=True,
-        check=True,
-    )
-    return json.loads(result.stdout)
+    return json.loads(ok(run("decode", "--json", str(path))))
 
 
 def move_components(image: bytes, source: Layout, target: Layout) -> bytes:
@@ -101,12 +95,7 @@ def test_without_the_note_the_guess_names_itself(
 def test_plain_text_names_the_layout_source(tmp_path: Path) -> None:
     bare = tmp_path / "bare.core"
     relayout_core(FIXTURE, bare, profile_layout("intel"), keep_note=False)
-    text = subprocess.run(
-        [sys.executable, "-m", "xcr0tool", "decode", str(bare)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    text = ok(run("decode", str(bare))).decode()
     assert text.splitlines()[1].startswith(
         "layout: guess from XCR0 0xe7 and 2688 bytes: built-in profile intel"
     )

@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import random
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from clirunner import one_line_error, run
 from coremaker import component_registers
-from test_cli import one_line_error
 
 from xcr0tool.arch.offsets import FCW, MXCSR, SW_BYTES, XMM0, XSTATE_BV
-from xcr0tool.cli.commands.diff import LANE_CHOICES
+from xcr0tool.cli.options import LANE_CHOICES
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.profiles import profile_layout
 from xcr0tool.model.image import FCW_INIT, MXCSR_INIT, XsaveImage
@@ -52,17 +50,6 @@ LAYOUT = "amd-zen4"
 # Registers that hold where the last x87 instruction was: they change from run to run
 # (ASLR) on CPUs that save them, so two runs of one program may differ there only.
 X87_POINTERS = {"fiseg", "fioff", "foseg", "fooff", "fop"}
-
-
-def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "xcr0tool", *args],
-        input=stdin,
-        capture_output=True,
-        check=False,
-        cwd=REPO,
-        timeout=600,
-    )
 
 
 def run_json(*args: str) -> tuple[int, dict[str, Any]]:
@@ -390,7 +377,10 @@ def test_json_schema(tmp_path: Path) -> None:
     a = make_image()
     b = make_image(seed=2)
     _, out = run_json("diff", write(tmp_path, "a", a), write(tmp_path, "b", b), "--lanes", "u64")
-    assert set(out) == {"a", "b", "mode", "lanes", "registers_filter", "same", "pairs"}
+    assert set(out) == {
+        "schema", "a", "b", "mode", "lanes", "registers_filter", "same", "pairs", "warnings"
+    }  # fmt: skip
+    assert (out["schema"], out["warnings"]) == (1, [])
     assert out["a"] == {"source": str(tmp_path / "a"), "kind": "raw", "threads": 1}
     assert (out["mode"], out["lanes"], out["registers_filter"]) == ("state", "u64", [])
     (pair,) = out["pairs"]

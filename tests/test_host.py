@@ -186,6 +186,7 @@ def test_save_round_trips_through_layout(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["this-host.json"]  # written whole, no temporary left
 
     data = json.loads(saved.read_text())
+    assert data["schema"] == 1
     proc = cpuinfo_cpu0()
     brand = f" ({out['cpu']['brand']})" if out["cpu"]["brand"] else ""
     assert data["source"] == (
@@ -258,7 +259,10 @@ def test_decode_self_shows_standard_and_compacted() -> None:
     assert placed == expected
     text = run("decode", "self", "--reg", "mxcsr").stdout.decode()
     assert text.startswith("source: self (self, 2 images)\n")
-    assert "\nself (XSAVE):\n" in text and "\nself (XSAVEC):\n" in text
+    assert "\nself@xsave:\n" in text and "\nself@xsavec:\n" in text
+    one = json.loads(run("decode", "--json", "self", "--thread", "xsavec").stdout)
+    assert [t["format"] for t in one["threads"]] == ["compacted"]
+    assert one["source"] == "self@xsavec"
 
 
 def test_off_x86_64_linux(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import clirunner
 import make_rr_trace as mk
 import pytest
 from coremaker import MadeCore
@@ -28,6 +29,13 @@ RAPHAEL = CPUID_CORPUS / "AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt"
 
 
 def run(*args: str, limit_mib: int | None = None) -> subprocess.CompletedProcess[str]:
+    """In this process (tests/clirunner.py); as a program when memory is to be capped."""
+    if limit_mib is None:
+        ran = clirunner.run(*args)
+        return subprocess.CompletedProcess(
+            list(args), ran.returncode, ran.stdout.decode(), ran.stderr.decode()
+        )
+
     def cap_memory() -> None:  # an address-space limit: a 4 GiB allocation would fail loudly
         if limit_mib is not None:
             size = limit_mib << 20

@@ -600,7 +600,7 @@ def test_json_schema(tmp_path: Path) -> None:
     path.write_bytes(put(make_image(), 24, "<I", 0x1F80 | 1 << 31))
     code, out = validate_json(str(path), "--rfbm", "0x3", "--mxcsr-mask", "0xffbf")
     assert code == 1
-    assert set(out) == {"check", "accepted", "images"}
+    assert set(out) == {"schema", "check", "accepted", "images", "warnings"}
     (image,) = out["images"]
     assert set(image) == {
         "origin", "tid", "size", "format", "verdict", "accepted", "instruction", "xcr0",

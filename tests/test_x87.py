@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirunner import ok, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -351,10 +352,7 @@ def test_decode_of_a_core_begins_with_gdbs_text(core: str) -> None:
         elif (m := REG_LINE.match(line)) and tid:
             theirs[tid, m.group(1)] = m.group(2)
     ours: dict[tuple[str, str], str] = {}
-    decoded = subprocess.run(
-        [sys.executable, "-m", "xcr0tool", "decode", str(FIXTURES / core), "--reg", "st*"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    decoded = ok(run("decode", str(FIXTURES / core), "--reg", "st*")).decode()
     for line in decoded.splitlines():
         if line.startswith("thread "):
             tid = line.split()[1].rstrip(":")

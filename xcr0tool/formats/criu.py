@@ -18,10 +18,15 @@ Facts, each checked against CRIU's source (checkpoint-restore/criu):
   an image can be rebuilt against any layout, but AMX, APX and any later component are
   simply not there.
 - cpuinfo_entry x86_entry 1 -> cpuinfo_x86_entry: vendor_id 1, cpu_family 2, model 3,
-  stepping 4, model_id 7, xfeatures_mask 8, xsave_size 9, xsave_size_max 10
-  (criu/arch/x86/cpu.c cpu_dump_cpuinfo; the values are compel's, compel/arch/x86/src/lib/
-  cpu.c compel_fpuid: CPUID.(0xD,0) EDX:EAX less the features whose CPUID flag is clear,
-  & XFEATURE_MASK_USER & ~XFEATURE_MASK_SUPERVISOR; sizes CPUID.(0xD,0) EBX and ECX).
+  stepping 4, capability_ver 5, capability 6 (repeated u32), model_id 7, xfeatures_mask 8,
+  xsave_size 9, xsave_size_max 10 (criu/arch/x86/cpu.c cpu_dump_cpuinfo; the values are
+  compel's, compel/arch/x86/src/lib/cpu.c compel_cpuid and compel_fpuid: family and model
+  as the kernel computes them from CPUID.1:EAX; the capability words are compel's
+  x86_capability, version 2 with 19 words (NCAPINTS_V2; version 1 had 12), word 0
+  CPUID.1:EDX, word 4 CPUID.1:ECX, word 10 CPUID.(0xD,1):EAX, ... as enum cpuid_leafs in
+  compel's uapi/asm/cpu.h numbers them; xfeatures_mask CPUID.(0xD,0) EDX:EAX less the
+  features whose CPUID flag is clear, & XFEATURE_MASK_USER & ~XFEATURE_MASK_SUPERVISOR;
+  sizes CPUID.(0xD,0) EBX and ECX).
   XFEATURE_MASK_SUPERVISOR is (XFEATURE_MASK_PT | XFEATURE_HDC) there: HDC's number (10),
   not its mask, so bits 1 (SSE) and 3 (BNDREGS) are cleared too. The mask in cpuinfo.img
   therefore lacks SSE, and CRIU never saves BNDREGS.
@@ -72,8 +77,15 @@ KEPT_MASK = 0b11 | sum(1 << i for i in XSAVE_FIELDS)  # what a CRIU image can ho
 # cpuinfo_x86_entry
 _CPUINFO_X86 = 1
 _CI_VENDOR, _CI_FAMILY, _CI_MODEL, _CI_STEPPING, _CI_MODEL_ID = 1, 2, 3, 4, 7
+_CI_CAPABILITY_VER, _CI_CAPABILITY = 5, 6
 _CI_XFEATURES, _CI_XSAVE_SIZE, _CI_XSAVE_SIZE_MAX = 8, 9, 10
 VENDORS = {0: "unknown", 1: "GenuineIntel", 2: "AuthenticAMD"}
+VENDOR_INTEL, VENDOR_AMD = 1, 2
+# img_to_cpuinfo's ncapints[]: how many capability words each capability_ver carries
+# (compel's NCAPINTS_V1 and NCAPINTS_V2).
+CAPABILITY_WORDS = {1: 12, 2: 19}
+# A cpuinfo.img lists at most this many words: CRIU writes 19; more is not CRIU's.
+_CAPABILITY_LIMIT = 64
 
 _PSTREE_PID, _PSTREE_THREADS = 1, 5
 
@@ -92,6 +104,9 @@ class CriuCpuinfo:
     model_id: str = ""
     # 0 when an old image lacks the field (CRIU then takes this machine's value: cpu.c)
     has_xfeatures: bool = True
+    vendor_id: int = 0  # as stored: 1 INTEL, 2 AMD (CRIU writes AMD for any non-Intel)
+    capability_ver: int = 0  # 2 since CRIU 3.11 (19 words), 1 before (12 words)
+    capability: tuple[int, ...] = ()  # compel's x86_capability words, as stored
 
     @property
     def xcr0(self) -> int:
@@ -272,9 +287,22 @@ def decode_cpuinfo(data: bytes, name: str) -> CriuCpuinfo:
             stepping=entry.scalar(_CI_STEPPING, 0, 32) or 0,
             model_id=entry.text(_CI_MODEL_ID) or "",
             has_xfeatures=mask is not None,
+            vendor_id=entry.scalar(_CI_VENDOR, 0) or 0,
+            capability_ver=entry.scalar(_CI_CAPABILITY_VER, 0, 32) or 0,
+            capability=_capability_words(entry, name),
         )
     except ProtobufError as exc:
         raise InputError(name, str(exc)) from None
+
+
+def _capability_words(entry: Fields, name: str) -> tuple[int, ...]:
+    words = entry.repeated(_CI_CAPABILITY, 32)
+    if len(words) > _CAPABILITY_LIMIT:
+        raise InputError(
+            name,
+            f"{len(words)} capability words; CRIU writes {max(CAPABILITY_WORDS.values())}",
+        )
+    return tuple(words)
 
 
 def decode_pstree(data: bytes, name: str) -> dict[int, list[int]]:

@@ -83,6 +83,10 @@ class CriuFacts:
     # xsaves. None when the description has no CPUID leaf 1 or sub-leaf 1.
     caps: Mapping[str, bool] | None
     source: str
+    # Why CRIU refuses an image dumped here before comparing anything (cpu_validate_cpuinfo
+    # and img_to_cpuinfo: an unknown vendor, capability words of an unknown version or
+    # count), in CRIU's words; None when it reads the image.
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,8 @@ class InUse:
 
     tid: int | None
     in_use: int
-    label: str  # "thread 4242"
+    label: str  # "thread 4242", "frame 17 (thread 4242)"
+    event: int | None = None  # an rr trace's frame: its index in the events file
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,22 @@ _CRIU_USER = 0x2FF
 # 3 (BNDREGS) as well as 8. CRIU's recorded xfeatures_mask never has SSE or BNDREGS.
 _CRIU_SUPERVISOR = (1 << 8) | 10
 CRIU_FPU_CAPS = ("fpu", "fxsr", "osxsave", "xsaves")
+# The same four as (capability word, bit) of compel's x86_capability, which cpuinfo.img
+# stores: X86_FEATURE_FPU 0*32+0 and X86_FEATURE_FXSR 0*32+24 (word CPUID_1_EDX = 0),
+# X86_FEATURE_OSXSAVE 4*32+27 (CPUID_1_ECX = 4), X86_FEATURE_XSAVES 10*32+3
+# (CPUID_D_1_EAX = 10): compel's uapi/asm/cpu.h.
+CRIU_CAPABILITY_BITS = {"fpu": (0, 0), "fxsr": (0, 24), "osxsave": (4, 27), "xsaves": (10, 3)}
+CRIU_WORD_LEAF1_EDX, CRIU_WORD_LEAF1_ECX, CRIU_WORD_SUB1_EAX = 0, 4, 10
+
+
+def criu_caps_from_words(words: tuple[int, ...]) -> dict[str, bool] | None:
+    """cpu_validate_features' four bits from cpuinfo.img's capability words; None when
+    the words do not reach them."""
+    if len(words) <= max(word for word, _ in CRIU_CAPABILITY_BITS.values()):
+        return None
+    return {
+        name: bool(words[word] >> bit & 1) for name, (word, bit) in CRIU_CAPABILITY_BITS.items()
+    }
 
 
 def _capability(table: CpuidTable, name: str) -> bool | None:

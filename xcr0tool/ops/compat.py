@@ -6,17 +6,18 @@ Pure: `Machine`s in (model.machine), a `CompatResult` out. Four answers:
 - components: every component of any machine's XCR0, with its standard-format size,
   offset and 64-byte alignment on each machine;
 - portable_xcr0: the largest XCR0 that every machine allows (a subset of each machine's
-  XCR0), that XSETBV accepts (the XCR0 rule table of ops.transforms), and whose every
+  XCR0), that XSETBV accepts (the XCR0 rule table of arch/xcr0.py), and whose every
   component sits at the same offset with the same size and alignment everywhere:
   standard-format state saved under it moves byte for byte;
 - rr's verdict for every ordered pair (recorded on i, replayed on j), as rr 5.x decides
   in ReplaySession::ReplaySession and check_xsave_compatibility (src/ReplaySession.cc,
   src/util.cc), with rr's own words;
 - CRIU's verdict for every ordered pair (dumped on i, restored on j), as
-  cpu_validate_features (criu/arch/x86/cpu.c) decides with the fpu capability, with
-  CRIU's own words;
-plus the saved states (a core's threads) whose in-use components a target lacks or
-places elsewhere, and advice a user can act on.
+  cpu_validate_cpuinfo and cpu_validate_features (criu/arch/x86/cpu.c) decide with the
+  fpu capability, with CRIU's own words;
+plus the saved states (a core's threads, an rr trace's frames, the threads of a CRIU
+dump) whose in-use components a target lacks or places elsewhere, and advice a user can
+act on.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class ImageCheck:
     machine: int
     tid: int | None
     label: str
+    event: int | None  # an rr trace's frame: its index in events
     in_use: int
     lost_on: tuple[int, ...]  # targets whose XCR0 lacks an in-use component
     moved_on: tuple[int, ...]  # targets that place an in-use component elsewhere
@@ -335,6 +337,9 @@ def criu_verdict(machines: Sequence[Machine], dumped: int, restored: int) -> Cri
     opts.cpu_cap & CPU_CAP_FPU, its checks in order."""
     dumper, restorer = machines[dumped], machines[restored]
     image, host = dumper.criu, restorer.criu
+    if image is not None and image.refusal is not None:
+        # cpu_validate_cpuinfo refuses the image itself before cpu_validate_features
+        return CriuVerdict(dumped, restored, False, image.refusal)
     if image is None or host is None:
         lacking = dumper if image is None else restorer
         return CriuVerdict(
@@ -411,6 +416,7 @@ def image_checks(machines: Sequence[Machine]) -> tuple[ImageCheck, ...]:
                     index,
                     saved.tid,
                     saved.label,
+                    saved.event,
                     saved.in_use,
                     tuple(t for t, _ in lost),
                     tuple(t for t, _ in moved),
@@ -437,6 +443,21 @@ def _clearcpuid(drop: int) -> tuple[list[str], list[int]]:
     return names, orphans
 
 
+def _criu_instructions(criu: Sequence[CriuVerdict]) -> list[str]:
+    """What a CRIU "restores" leaves out. `--cpu-cap=fpu` adds fpu to the options'
+    default of fpu and ins (criu/config.c parse_cpu_cap ORs into CPU_CAP_DEFAULT), so
+    cpu_validate_features also runs cpu_validate_ins_features after the FPU checks."""
+    if not any(v.restores for v in criu):
+        return []
+    return [
+        "CRIU: 'restores' says cpu_validate_features' FPU checks pass. `criu restore"
+        " --cpu-cap=fpu` also checks instructions (the option adds fpu to CRIU's default"
+        " of fpu,ins): every instruction-set bit of the dumping CPU's capability words"
+        " must be on the restoring CPU, which compat does not compare; `--cpu-cap=fpu,^ins`"
+        " leaves that check out."
+    ]
+
+
 def advice(
     machines: Sequence[Machine],
     portable: int,
@@ -449,7 +470,7 @@ def advice(
             f"Every machine's XCR0 is {portable:#x} ({describe_mask(portable)}) with the same"
             " layout: standard-format state moves between them byte for byte."
         )
-        return tuple(said)
+        return (*said, *_criu_instructions(criu))
     said.append(
         f"Portable XCR0: {portable:#x} ({describe_mask(portable)}), the largest XCR0 that"
         " every machine allows and whose every component has the same size, offset and"
@@ -489,6 +510,7 @@ def advice(
             " VM's CPU model changes it), so CRIU restores only between machines alike in"
             " both."
         )
+    said += _criu_instructions(criu)
     said.append(
         f"For state already saved: `xcr0tool mask --xcr0 {portable:#x} IN -o OUT` gives"
         " it as if saved under the portable XCR0 (dropping what the targets lack), and"

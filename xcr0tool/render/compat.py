@@ -1,4 +1,5 @@
-"""Rendering of `xcr0tool compat`: JSON, plain text for pipes, rich on a terminal.
+"""Rendering of `xcr0tool compat`: JSON, plain text for pipes, rich on a terminal. The
+warnings are the view's: on stderr in text, the "warnings" list in JSON (render/output).
 
 JSON schema (`xcr0tool compat --json`; stable: new keys may be added, none removed or
 changed; indexes refer to "machines"):
@@ -17,7 +18,9 @@ changed; indexes refer to "machines"):
      "criu": [{"dumped_on": int, "restored_on": int,
                "restores": bool | null,                 # null: a machine lacks CRIU's facts
                "reason": str | null}],
-     "images": [{"machine": int, "tid": int | null, "in_use": "0x...",
+     "images": [{"machine": int, "tid": int | null,
+                 "event": int | null,                   # an rr trace's frame: its index
+                 "in_use": "0x...",                     #   in events; null otherwise
                  "lost_on": [int], "moved_on": [int]}],
      "advice": [str], "warnings": [str]}
 """
@@ -31,6 +34,8 @@ from typing import TYPE_CHECKING
 from xcr0tool.arch.components import bits, component, describe_mask
 from xcr0tool.model.machine import Machine, Placement
 from xcr0tool.ops.compat import CompatResult, ImageCheck
+from xcr0tool.render.output import View
+from xcr0tool.render.styled import drawn_by_rich
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -108,6 +113,7 @@ def compat_json(result: CompatResult) -> dict[str, object]:
             {
                 "machine": c.machine,
                 "tid": c.tid,
+                "event": c.event,
                 "in_use": hex(c.in_use),
                 "lost_on": list(c.lost_on),
                 "moved_on": list(c.moved_on),
@@ -223,29 +229,59 @@ def criu_lines(result: CompatResult) -> list[str]:
 @dataclass(frozen=True)
 class _Group:
     machine: int
-    labels: tuple[str, ...]
-    check: ImageCheck
+    checks: tuple[ImageCheck, ...]
+
+    @property
+    def check(self) -> ImageCheck:
+        return self.checks[0]
 
 
 def _grouped(checks: Sequence[ImageCheck]) -> list[_Group]:
     """Saved states that fare alike, together: four threads of one core with the same
-    in-use components say it once."""
+    in-use components say it once; an rr trace's frames, once per thread."""
     groups: dict[tuple[object, ...], list[ImageCheck]] = {}
     for check in checks:
-        key = (check.machine, check.in_use, check.lost, check.moved)
+        thread = check.tid if check.event is not None else None
+        key = (
+            check.machine,
+            check.event is not None,
+            thread,
+            check.in_use,
+            check.lost,
+            check.moved,
+        )
         groups.setdefault(key, []).append(check)
-    return [
-        _Group(found[0].machine, tuple(c.label for c in found), found[0])
-        for found in groups.values()
-    ]
+    return [_Group(found[0].machine, tuple(found)) for found in groups.values()]
 
 
-def _who(labels: Sequence[str]) -> str:
+# A list of frames longer than this is shown by its first few and its last.
+_FRAMES_SHOWN = 8
+
+
+def _who(group: _Group, source: str) -> str:
+    """'threads 6785, 6788 of [0] core', 'frames 1, 3 of thread 4242 in [0] trace'."""
+    checks = group.checks
+    if checks[0].event is not None:
+        events = [str(c.event) for c in checks]
+        if len(events) > _FRAMES_SHOWN:
+            events = [*events[: _FRAMES_SHOWN - 2], "...", events[-1]]
+            listed = f"{len(checks)} frames ({', '.join(events)})"
+        else:
+            listed = f"frame{'s' if len(events) > 1 else ''} {', '.join(events)}"
+        tid = checks[0].tid
+        return (
+            f"{listed} of thread {tid} in {source}" if tid is not None else f"{listed} in {source}"
+        )
+    labels = [c.label for c in checks]
     if len(labels) == 1:
-        return labels[0]
+        return f"{labels[0]} of {source}"
     if all(label.startswith("thread ") for label in labels):
-        return "threads " + ", ".join(label.removeprefix("thread ") for label in labels)
-    return ", ".join(labels)
+        return (
+            "threads "
+            + ", ".join(label.removeprefix("thread ") for label in labels)
+            + f" of {source}"
+        )
+    return ", ".join(labels) + f" of {source}"
 
 
 def image_lines(result: CompatResult) -> list[str]:
@@ -253,14 +289,14 @@ def image_lines(result: CompatResult) -> list[str]:
     for group in _grouped(result.images):
         check = group.check
         source = result.machines[group.machine]
-        who = f"{_who(group.labels)} of {_label(result, group.machine)}"
+        who = _who(group, _label(result, group.machine))
         if not check.lost and not check.moved:
             lines.append(
                 f"{who}: in use {check.in_use:#x} ({describe_mask(check.in_use)}),"
                 " placed alike everywhere"
             )
             continue
-        holds = "holds" if len(group.labels) == 1 else "hold"
+        holds = "holds" if len(group.checks) == 1 else "hold"
         for target, mask in check.lost:
             lines.append(f"{who} {holds} {state_words(mask)} that {_label(result, target)} lacks")
         for target, mask in check.moved:
@@ -305,7 +341,6 @@ def compat_text(result: CompatResult) -> str:
         ),
         *_section("saved state", image_lines(result)),
         *_section("advice", list(result.advice), "  - "),
-        *_section("warnings", list(result.warnings), "  - "),
     ]
     while lines and not lines[-1]:
         lines.pop()
@@ -358,4 +393,14 @@ def compat_rich(result: CompatResult, out: Console | None = None) -> None:
     )
     section("saved state", image_lines(result), {"lacks": "red", "elsewhere": "yellow"})
     section("advice", [f"- {a}" for a in result.advice])
-    section("warnings", [f"- {w}" for w in result.warnings], {"-": "yellow"})
+
+
+def compat_view(result: CompatResult) -> View:
+    """compat's answer; its warnings are said once, on stderr or in the JSON."""
+    return View(
+        json=lambda: compat_json(result),
+        text=lambda: compat_text(result),
+        terminal=lambda screen: drawn_by_rich(lambda out: compat_rich(result, out), screen),
+        warnings=result.warnings,
+        status=0 if result.portable else 1,
+    )

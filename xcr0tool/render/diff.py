@@ -41,8 +41,6 @@ JSON schema (`xcr0tool diff --json`):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from xcr0tool.arch.components import describe_mask
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.ops.diff import (
@@ -60,10 +58,10 @@ from xcr0tool.ops.diff import (
     lane_widths,
     lanes_of,
 )
+from xcr0tool.ops.inspect import Compared
+from xcr0tool.render.output import View
+from xcr0tool.render.styled import Page, Screen, Span
 from xcr0tool.sources.open import SourceResult
-
-if TYPE_CHECKING:
-    from rich.text import Text
 
 STATUS_TEXT = {SAME: "same", DIFFERENT: "different", ONLY_A: "only in A", ONLY_B: "only in B"}
 
@@ -258,67 +256,93 @@ def diff_text(result: DiffResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Rich ----------------------------------------------------------------------------------
-def diff_rich(result: DiffResult) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from xcr0tool.files.output import console
-
-    out = console()
+# Terminal ------------------------------------------------------------------------------
+def diff_terminal(result: DiffResult, screen: Screen) -> str:
+    page = Page(screen)
     for line in _intro(result):
-        out.print(Text(line))
+        page.add(line)
     for pair in result.pairs:
-        out.print()
+        page.blank()
         style = "green" if pair.status == SAME else "red"
-        out.rule(Text(pair_title(pair), style=f"bold {style}"))
+        page.rule(pair_title(pair), f"bold {style}")
         if pair.header:
-            table = Table("header", "A", "B", box=None, padding=(0, 1))
-            for h in pair.header:
-                table.add_row(
-                    h.field,
-                    describe_header_value(h.field, h.a),
-                    describe_header_value(h.field, h.b),
-                )
-            out.print(table)
+            page.table(
+                ("header", "A", "B"),
+                [
+                    (
+                        h.field,
+                        describe_header_value(h.field, h.a),
+                        describe_header_value(h.field, h.b),
+                    )
+                    for h in pair.header
+                ],
+            )
         if pair.registers:
             width = max(len(r.name) for r in pair.registers)
             for change in pair.registers:
-                for styled in _rich_register_lines(change, result.lanes, width):
-                    out.print(styled, soft_wrap=True)
+                _terminal_register_lines(page, change, result.lanes, width)
         if pair.bytes:
-            table = Table("bytes", "place", "A", "B", box=None, padding=(0, 1))
-            for run in pair.bytes:
-                table.add_row(
-                    f"{run.offset}-{run.offset + run.length - 1}",
-                    _place_text(run),
-                    Text(run.a.hex(" ") or "past the end", style="red"),
-                    Text(run.b.hex(" ") or "past the end", style="green"),
-                )
-            out.print(table)
-    out.print()
-    out.print(Text(_summary(result), style="bold green" if result.same else "bold red"))
+            page.table(
+                ("bytes", "place", "A", "B"),
+                [
+                    (
+                        f"{run.offset}-{run.offset + run.length - 1}",
+                        _place_text(run),
+                        (run.a.hex(" ") or "past the end", "red"),
+                        (run.b.hex(" ") or "past the end", "green"),
+                    )
+                    for run in pair.bytes
+                ],
+            )
+    page.blank()
+    page.add((_summary(result), "bold green" if result.same else "bold red"))
+    return page.render()
 
 
-def _rich_register_lines(change: RegisterChange, kind: str, width: int) -> list[Text]:
+def _terminal_register_lines(page: Page, change: RegisterChange, kind: str, width: int) -> None:
     """The plain-text lines of a register, with differing lanes in colour."""
-    from rich.text import Text
-
-    def start(label: str) -> Text:
-        text = Text("    ")
-        text.append(f"{change.name if label != 'B' else '':<{width}}", style="bold")
-        text.append(f" {label} " if label else " ")
-        return text
-
     if change.a is None or change.b is None:
         value = change.b if change.a is None else change.a
-        return [start("") + Text(f"{STATUS_TEXT[change.status]}: {value:#x}")]
-    lines = []
+        page.add(
+            "    ",
+            (f"{change.name:<{width}}", "bold"),
+            f" {STATUS_TEXT[change.status]}: {value:#x}",
+        )
+        return
     cells_a, cells_b = aligned_cells(change, kind)
     for label, cells, style in (("A", cells_a, "red"), ("B", cells_b, "green")):
-        text = start(label)
+        spans: list[Span] = [
+            ("    ", ""),
+            (f"{change.name if label == 'A' else '':<{width}}", "bold"),
+        ]
+        spans.append((f" {label} ", ""))
         for i, cell in enumerate(cells):
-            text.append(" " if i else "")
-            text.append(cell, style=f"bold {style}" if "[" in cell else "")
-        lines.append(text)
-    return lines
+            if i:
+                spans.append((" ", ""))
+            spans.append((cell, f"bold {style}" if "[" in cell else ""))
+        page.add(*spans)
+
+
+def brief_text(result: DiffResult) -> str:
+    """diff -q: one line when A and B differ, nothing when they are the same."""
+    if result.same:
+        return ""
+    return f"{result.a.name} and {result.b.name} differ\n"
+
+
+def diff_view(compared: Compared, brief: bool = False) -> View:
+    result = compared.diff
+    if brief:
+        return View(
+            json=lambda: diff_json(result),
+            text=lambda: brief_text(result),
+            warnings=compared.warnings,
+            status=0 if result.same else 1,
+        )
+    return View(
+        json=lambda: diff_json(result),
+        text=lambda: diff_text(result),
+        terminal=lambda screen: diff_terminal(result, screen),
+        warnings=compared.warnings,
+        status=0 if result.same else 1,
+    )

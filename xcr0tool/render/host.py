@@ -12,6 +12,8 @@ from enum import Enum
 
 from xcr0tool.arch.components import describe_mask
 from xcr0tool.model.layout import Layout
+from xcr0tool.render.output import View
+from xcr0tool.render.styled import Page, Screen, Span
 from xcr0tool.sources.hostinfo import XCR0_FLAGS, HostInfo, inferred_xss, user_capable
 
 # /proc/cpuinfo flags that say what the kernel makes of XSAVE: the instructions, and the
@@ -312,33 +314,46 @@ def host_text(info: HostInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
-def host_rich(info: HostInfo) -> None:
-    from rich.table import Table
-
-    from xcr0tool.files.output import console
-
-    out = console()
+def host_terminal(info: HostInfo, screen: Screen) -> str:
+    page = Page(screen)
     view = host_view(info)
     for key, value in view.summary:
-        out.print(f"[cyan]{key}[/cyan]: {value}")
+        page.add((key, "cyan"), f": {value}")
     enabled = _STATE_TEXT[STATE_XCR0]
-    colored_rows = [
-        (*row[:-1], f"[green]{row[-1]}" if row[-1] == enabled else row[-1])
-        for row in view.component_rows
+    coloured: list[tuple[str | Span, ...]] = [
+        (*row[:-1], (row[-1], "green" if row[-1] == enabled else "")) for row in view.component_rows
     ]
     for title, header, rows in (
         (LEAF_TITLE, LEAF_HEADER, view.leaf_rows),
-        (COMPONENT_TITLE, COMPONENT_HEADER, colored_rows),
+        (COMPONENT_TITLE, COMPONENT_HEADER, coloured),
     ):
-        table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
-        for column in header:
-            table.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left")
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
+        page.add((title, "bold"))
+        page.table(
+            header, rows, right={i for i, column in enumerate(header) if column in NUMERIC_COLUMNS}
+        )
     if view.inconsistencies:
-        out.print("[bold yellow]inconsistencies:[/bold yellow]")
+        page.add(("inconsistencies:", "bold yellow"))
         for text in view.inconsistencies:
-            out.print(f"  [yellow]-[/yellow] {text}")
+            page.add("  ", ("-", "yellow"), f" {text}")
     else:
-        out.print("inconsistencies: none")
+        page.add("inconsistencies: none")
+    return page.render()
+
+
+def host_output(info: HostInfo) -> View:
+    return View(
+        json=lambda: host_json(info),
+        text=lambda: host_text(info),
+        terminal=lambda screen: host_terminal(info, screen),
+    )
+
+
+def save_layout(info: HostInfo, path: str) -> None:
+    """`host --save FILE`: the layout file, written whole or not at all."""
+    import json
+
+    from xcr0tool.files.output import write_atomic
+    from xcr0tool.render.output import SCHEMA
+
+    text = json.dumps({"schema": SCHEMA, **saved_layout(info)}, indent=2) + "\n"
+    write_atomic(path, lambda out: out.write(text.encode()))

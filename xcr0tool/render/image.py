@@ -1,26 +1,42 @@
 """Rendering of decode and layout results: JSON (the documented contract), plain text for
-pipes, rich tables for terminals. Presentation never parses: values come from the model."""
+pipes, and the terminal view. Presentation never parses: values come from the model.
+
+Hex in both text views is zero-padded to the register's width, as gdb's p/x of a vector
+and eu-readelf show it, so that values line up in columns and a register's size shows;
+JSON keeps the plain "0x..." of the contract. Cores with many threads get a summary on a
+terminal (one line per thread) unless --all.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from xcr0tool.arch.components import component, describe_mask
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.layout import Layout
 from xcr0tool.model.registers import Register, registers, select, stale_registers
 from xcr0tool.model.sigframe import SignalFrameInfo
+from xcr0tool.ops.inspect import Decoded, LayoutQuery, ThreadSummary, is_vector, summarise
+from xcr0tool.render.lanes import braced
+from xcr0tool.render.output import View
+from xcr0tool.render.styled import Page, Screen
 from xcr0tool.render.values import describe
-from xcr0tool.sources.open import SourceResult
+from xcr0tool.sources.open import SourceResult, parse_source
 
-if TYPE_CHECKING:
-    from rich.console import Console
+# Above this many images a terminal shows one line per thread (--all: everything).
+SUMMARY_THRESHOLD = 16
 
 
 def hex_value(register: Register) -> str:
+    """The JSON contract's value: the register's bytes as one little-endian integer."""
     return hex(register.value)
+
+
+def padded_hex(value: int, size: int) -> str:
+    """0x-prefixed, zero-padded to `size` bytes (gdb's p/z, eu-readelf)."""
+    return f"0x{value:0{2 * size}x}"
 
 
 # JSON ---------------------------------------------------------------------------------
@@ -33,9 +49,19 @@ def layout_json(layout: Layout, mask: int | None = None) -> dict[str, object]:
 
 
 def image_json(
-    image: XsaveImage, patterns: Sequence[str] = (), stale: bool = False
+    image: XsaveImage,
+    patterns: Sequence[str] = (),
+    stale: bool = False,
+    lanes: str | None = None,
 ) -> dict[str, object]:
     extra: dict[str, object] = {}
+    regs = select(registers(image), patterns)
+    if lanes is not None:
+        extra["register_lanes"] = {
+            r.name: braced(r.value, r.size, lanes)[1:-1].split(", ")
+            for r in regs
+            if is_vector(r.name)
+        }
     if stale:
         extra["stale_registers"] = {
             r.name: hex_value(r) for r in select(stale_registers(image), patterns)
@@ -71,15 +97,14 @@ def image_json(
             }
             for i in image.component_ids
         ],
-        "registers": {r.name: hex_value(r) for r in select(registers(image), patterns)},
+        "registers": {r.name: hex_value(r) for r in regs},
         "notes": list(image.notes),
         **extra,
     }
 
 
-def decode_json(
-    result: SourceResult, patterns: Sequence[str] = (), stale: bool = False
-) -> dict[str, object]:
+def decode_json(decoded: Decoded) -> dict[str, object]:
+    result = decoded.source
     layout = result.layout or result.images[0].layout
     held = 0
     for image in result.images:
@@ -89,11 +114,15 @@ def decode_json(
         "kind": result.kind,
         **({"details": result.details} if result.details else {}),
         "layout": layout_json(layout, held),
-        "threads": [image_json(image, patterns, stale) for image in result.images],
+        **({"lanes": decoded.lanes} if decoded.lanes else {}),
+        "threads": [
+            image_json(image, decoded.patterns, decoded.stale, decoded.lanes)
+            for image in result.images
+        ],
     }
 
 
-# Text ---------------------------------------------------------------------------------
+# Shared by both text views ------------------------------------------------------------
 def magic2_state(frame: SignalFrameInfo) -> str:
     if frame.magic2 is None:
         return "missing (past the end of the buffer)"
@@ -102,22 +131,32 @@ def magic2_state(frame: SignalFrameInfo) -> str:
 
 class RegisterRow(NamedTuple):
     name: str
-    value: str  # hex
+    value: str  # padded hex, or lanes
     description: str
     in_use: bool
     component: int
 
 
-def register_rows(regs: Sequence[Register], patterns: Sequence[str]) -> list[RegisterRow]:
+def register_rows(
+    regs: Sequence[Register], patterns: Sequence[str], lanes: str | None = None
+) -> list[RegisterRow]:
     return [
-        RegisterRow(r.name, hex_value(r), describe(r.name, r.value), r.in_use, r.component)
+        RegisterRow(
+            r.name,
+            braced(r.value, r.size, lanes)
+            if lanes and is_vector(r.name)
+            else padded_hex(r.value, r.size),
+            describe(r.name, r.value),
+            r.in_use,
+            r.component,
+        )
         for r in select(regs, patterns)
     ]
 
 
 @dataclass(frozen=True)
 class ThreadView:
-    """What both the plain and the rich renderer show of one image."""
+    """What both text views show of one image."""
 
     title: str
     summary: list[tuple[str, str]]
@@ -129,7 +168,8 @@ class ThreadView:
 STALE_TITLE = "stale bytes behind init-state components (XRSTOR loads init values instead)"
 
 
-def thread_view(image: XsaveImage, patterns: Sequence[str], stale: bool = False) -> ThreadView:
+def thread_view(image: XsaveImage, decoded: Decoded) -> ThreadView:
+    patterns, lanes = decoded.patterns, decoded.lanes
     title = f"thread {image.tid}" if image.tid is not None else image.origin
     if image.event is not None:
         title = f"frame {image.event}, {title}"
@@ -163,20 +203,87 @@ def thread_view(image: XsaveImage, patterns: Sequence[str], stale: bool = False)
         )
         for i in image.component_ids
     ]
-    stale_rows = register_rows(stale_registers(image), patterns) if stale else []
-    return ThreadView(title, summary, rows, register_rows(registers(image), patterns), stale_rows)
+    stale_rows = register_rows(stale_registers(image), patterns) if decoded.stale else []
+    return ThreadView(
+        title, summary, rows, register_rows(registers(image), patterns, lanes), stale_rows
+    )
 
 
-def decode_text(result: SourceResult, patterns: Sequence[str], stale: bool = False) -> str:
+def _kind(result: SourceResult) -> str:
+    details = ", ".join(result.details.values())
+    # `self` is one thread saved twice (XSAVE, XSAVEC): count images, not threads
+    unit = {"self": "image", "rr-trace": "frame"}.get(result.kind, "thread")
+    count = f"{len(result.images)} {unit}{'s' if len(result.images) != 1 else ''}"
+    return ", ".join(x for x in (result.kind, details, count) if x)
+
+
+def wants_summary(decoded: Decoded, summary: bool | None, terminal: bool) -> bool:
+    """--summary / --all when given; on a terminal, a summary above the threshold
+    unless particular registers were asked for."""
+    if summary is not None:
+        return summary
+    return (
+        terminal
+        and len(decoded.source.images) > SUMMARY_THRESHOLD
+        and not decoded.patterns
+        and not decoded.stale
+        and decoded.lanes is None
+    )
+
+
+def summary_rows(decoded: Decoded) -> tuple[str, list[ThreadSummary]]:
+    lines = summarise(decoded.source)
+    return lines[0].label, lines
+
+
+def _differs_text(line: ThreadSummary, first: str, index: int) -> str:
+    if not index:
+        return "(first)"
+    if not line.differs:
+        return f"same as {first}"
+    return "differs: " + " ".join(component(i).name for i in line.differs)
+
+
+SUMMARY_HEADER = ("thread", "XCR0", "in use (XSTATE_BV)", "registers")
+
+
+def _summary_hint(decoded: Decoded) -> str:
+    result = decoded.source
+    base = parse_source(result.name)[0]
+    return (
+        f"{len(result.images)} threads, one line each; every register: --all,"
+        f" one thread: {base}@TID"
+    )
+
+
+# Plain text ---------------------------------------------------------------------------
+def decode_text(decoded: Decoded, summary: bool = False) -> str:
+    result = decoded.source
     layout = result.layout or result.images[0].layout
     lines = [f"source: {result.name} ({_kind(result)})", f"layout: {layout.source}"]
-    lines += [f"warning: {w}" for w in result.warnings]
+    if summary:
+        first, rows = summary_rows(decoded)
+        lines += ["", _summary_hint(decoded)]
+        table = [SUMMARY_HEADER] + [
+            (
+                line.label,
+                f"{line.image.xcr0:#x}",
+                describe_mask(line.image.xstate_bv),
+                _differs_text(line, first, i),
+            )
+            for i, line in enumerate(rows)
+        ]
+        widths = [max(len(row[c]) for row in table) for c in range(3)]
+        lines += [
+            f"  {a:>{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in table
+        ]
+        return "\n".join(lines) + "\n"
     for image in result.images:
-        view = thread_view(image, patterns, stale)
+        view = thread_view(image, decoded)
         lines.append("")
         lines.append(f"{view.title}:")
         lines += [f"  {key}: {value}" for key, value in view.summary]
-        if not patterns:
+        if not decoded.patterns:
             lines.append("  components:")
             lines += [
                 f"    {cid:>2} {name:<10} offset {offset:>5} size {size:>5} {state}"
@@ -192,52 +299,73 @@ def decode_text(result: SourceResult, patterns: Sequence[str], stale: bool = Fal
     return "\n".join(lines) + "\n"
 
 
-def _kind(result: SourceResult) -> str:
-    details = ", ".join(result.details.values())
-    # `self` is one thread saved twice (XSAVE, XSAVEC): count images, not threads
-    unit = {"self": "image", "rr-trace": "frame"}.get(result.kind, "thread")
-    count = f"{len(result.images)} {unit}{'s' if len(result.images) != 1 else ''}"
-    return ", ".join(x for x in (result.kind, details, count) if x)
-
-
-def decode_rich(
-    result: SourceResult, patterns: Sequence[str], stale: bool = False, out: Console | None = None
-) -> None:
-    from rich.table import Table
-
-    from xcr0tool.files.output import console
-
-    out = out or console()
+# Terminal -----------------------------------------------------------------------------
+def decode_terminal(decoded: Decoded, screen: Screen, summary: bool = False) -> str:
+    result = decoded.source
+    page = Page(screen)
     layout = result.layout or result.images[0].layout
-    out.print(f"[bold]{result.name}[/bold] ({_kind(result)})")
-    out.print(f"layout: {layout.source}")
-    for warning in result.warnings:
-        out.print(f"[yellow]warning:[/yellow] {warning}")
+    page.add((result.name, "bold"), f" ({_kind(result)})")
+    page.add(f"layout: {layout.source}")
+    if summary:
+        _summary_page(page, decoded)
+        return page.render()
     for image in result.images:
-        view = thread_view(image, patterns, stale)
-        out.print()
-        out.rule(f"[bold]{view.title}")
-        for key, value in view.summary:
-            out.print(f"  [cyan]{key}[/cyan]: {value}")
-        if not patterns:
-            table = Table("id", "component", "offset", "size", "state", box=None, padding=(0, 1))
-            for cid, name, offset, size, state in view.components:
-                table.add_row(
-                    cid, name, offset, size, state if state == "init" else f"[green]{state}"
-                )
-            out.print(table)
-        groups = _by_component(image, view.registers)
-        if view.stale:
-            groups.append((STALE_TITLE, view.stale))
-        for title, rows in groups:
-            table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
-            table.add_column("register", style="bold")
-            table.add_column("value", overflow="fold")
-            table.add_column("")
-            for row in rows:
-                value = row.value if row.in_use else f"[dim]{row.value}"
-                table.add_row(row.name, value, row.description)
-            out.print(table)
+        _thread_page(page, image, decoded)
+    return page.render()
+
+
+def _summary_page(page: Page, decoded: Decoded) -> None:
+    first, rows = summary_rows(decoded)
+    page.blank()
+    page.add((_summary_hint(decoded), "dim"))
+    page.table(
+        SUMMARY_HEADER,
+        [
+            (
+                line.label,
+                f"{line.image.xcr0:#x}",
+                describe_mask(line.image.xstate_bv),
+                (_differs_text(line, first, i), "yellow" if line.differs else "green"),
+            )
+            for i, line in enumerate(rows)
+        ],
+        right={0},
+    )
+
+
+def _thread_page(page: Page, image: XsaveImage, decoded: Decoded) -> None:
+    view = thread_view(image, decoded)
+    page.blank()
+    page.rule(view.title)
+    for key, value in view.summary:
+        page.add("  ", (key, "cyan"), f": {value}")
+    if not decoded.patterns:
+        page.table(
+            ("id", "component", "offset", "size", "state"),
+            [
+                (cid, name, offset, size, (state, "green" if state == "in use" else ""))
+                for cid, name, offset, size, state in view.components
+            ],
+            right={0, 2, 3},
+        )
+    groups = _by_component(image, view.registers)
+    if view.stale:
+        groups.append((STALE_TITLE, view.stale))
+    bold, end = page.codes("bold")
+    dim, _ = page.codes("dim")
+    for title, rows in groups:
+        # The hot loop of a many-thread core: one f-string per register, no table.
+        name_width = max(len("register"), *(len(row.name) for row in rows))
+        value_width = max(len("value"), *(len(row.value) for row in rows))
+        page.add((title, "bold"))
+        page.line(f" {bold}{'register':<{name_width}}{end}  {bold}value{end}")
+        for row in rows:
+            value = f"{row.value:<{value_width}}"
+            if not row.in_use:
+                value = f"{dim}{value}{end}"
+            page.line(
+                f" {bold}{row.name:<{name_width}}{end}  {value}  {row.description}".rstrip(" ")
+            )
 
 
 def _by_component(
@@ -252,15 +380,20 @@ def _by_component(
     ]
 
 
-def layout_text(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> str:
-    rows = layout_rows(layout, xcr0, xcomp_bv)
-    lines = [f"layout: {layout.source}"]
-    lines += [f"note: {n}" for n in layout.notes]
-    header = ("id", "name", "size", "standard", "compacted", "aligned", "kind")
-    lines.append("  ".join(f"{h:>9}" for h in header))
-    lines += ["  ".join(f"{c:>9}" for c in row) for row in rows]
-    lines += _layout_totals(layout, xcr0, xcomp_bv)
-    return "\n".join(lines) + "\n"
+def decode_view(decoded: Decoded, summary: bool | None = None) -> View:
+    """decode's answer in every form; `summary`: --summary (True), --all (False)."""
+    return View(
+        json=lambda: decode_json(decoded),
+        text=lambda: decode_text(decoded, wants_summary(decoded, summary, False)),
+        terminal=lambda screen: decode_terminal(
+            decoded, screen, wants_summary(decoded, summary, True)
+        ),
+        warnings=decoded.warnings,
+    )
+
+
+# layout ----------------------------------------------------------------------------------
+LAYOUT_HEADER = ("id", "name", "size", "standard", "compacted", "aligned", "kind")
 
 
 def layout_rows(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> list[tuple[str, ...]]:
@@ -294,21 +427,45 @@ def _layout_totals(layout: Layout, xcr0: int | None, xcomp_bv: int | None) -> li
     return lines
 
 
-def layout_rich(
-    layout: Layout, xcr0: int | None, xcomp_bv: int | None, out: Console | None = None
-) -> None:
-    from rich.table import Table
+def layout_text(query: LayoutQuery) -> str:
+    layout, xcr0, xcomp_bv = query.layout, query.xcr0, query.xcomp_bv
+    rows = layout_rows(layout, xcr0, xcomp_bv)
+    lines = [f"layout: {layout.source}"]
+    lines += [f"note: {n}" for n in layout.notes]
+    lines.append("  ".join(f"{h:>9}" for h in LAYOUT_HEADER))
+    lines += ["  ".join(f"{c:>9}" for c in row) for row in rows]
+    lines += _layout_totals(layout, xcr0, xcomp_bv)
+    return "\n".join(lines) + "\n"
 
-    from xcr0tool.files.output import console
 
-    out = out or console()
-    table = Table(title=f"layout: {layout.source}", title_justify="left")
-    for column in ("id", "name", "size", "standard", "compacted", "aligned", "kind"):
-        table.add_column(
-            column, justify="right" if column in ("id", "size", "standard", "compacted") else "left"
-        )
-    for row in layout_rows(layout, xcr0, xcomp_bv):
-        table.add_row(*row)
-    out.print(table)
+def layout_terminal(query: LayoutQuery, screen: Screen) -> str:
+    layout, xcr0, xcomp_bv = query.layout, query.xcr0, query.xcomp_bv
+    page = Page(screen)
+    page.add(("layout: ", "bold"), (layout.source, "bold"))
+    page.table(LAYOUT_HEADER, layout_rows(layout, xcr0, xcomp_bv), right={0, 2, 3, 4})
     for line in [*(f"note: {n}" for n in layout.notes), *_layout_totals(layout, xcr0, xcomp_bv)]:
-        out.print(line)
+        page.add(line)
+    return page.render()
+
+
+def layout_query_json(query: LayoutQuery) -> dict[str, object]:
+    """`layout --json`: a layout file (`--layout FILE` reads it), with the sizes asked."""
+    layout, xcr0, xcomp_bv = query.layout, query.xcr0, query.xcomp_bv
+    data = layout_json(layout)
+    if xcr0 is not None:
+        data["standard_size"] = layout.standard_size(xcr0)
+    if xcomp_bv is not None:
+        data["compacted_offsets"] = {
+            str(k): v for k, v in layout.compacted_offsets(xcomp_bv).items()
+        }
+        data["compacted_size"] = layout.compacted_size(xcomp_bv)
+    return data
+
+
+def layout_view(query: LayoutQuery) -> View:
+    return View(
+        json=lambda: layout_query_json(query),
+        text=lambda: layout_text(query),
+        terminal=lambda screen: layout_terminal(query, screen),
+        warnings=query.warnings,
+    )

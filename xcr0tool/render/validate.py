@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from xcr0tool.arch.components import describe_mask
 from xcr0tool.model.image import COMPACTED, FXSAVE, STANDARD
+from xcr0tool.ops.check import Checked
 from xcr0tool.ops.validate import (
     ALL_ONES,
     CPU,
@@ -48,6 +49,8 @@ from xcr0tool.ops.validate import (
     Report,
     Subject,
 )
+from xcr0tool.render.output import View
+from xcr0tool.render.styled import Page, Screen
 
 SEVERITY_STYLE = {FAULT: "bold red", REJECT: "bold red", WARNING: "yellow"}
 
@@ -152,25 +155,34 @@ def validate_text(check: str, items: Sequence[tuple[Subject, Report]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def validate_rich(check: str, items: Sequence[tuple[Subject, Report]]) -> None:
-    from rich.text import Text
-
-    from xcr0tool.files.output import console
-
-    out = console()
+def validate_terminal(check: str, items: Sequence[tuple[Subject, Report]], screen: Screen) -> str:
+    page = Page(screen)
     for subject, report in items:
         style = "bold green" if report.accepted else "bold red"
-        out.rule(Text(f"{report.origin}: {report.verdict}", style=style))
+        page.rule(f"{report.origin}: {report.verdict}", style)
         for line in _context(subject, report):
-            out.print(Text(f"  {line}", style="dim"))
+            page.add((f"  {line}", "dim"))
         for f in report.findings:
-            head = Text("  ")
-            head.append(f.severity, style=SEVERITY_STYLE.get(f.severity, ""))
-            head.append(f" {f.rule}", style="bold")
-            head.append(_where(f))
-            out.print(head)
-            out.print(Text(f"    {f.message}"))
-            out.print(Text(f"    rule: {f.source}", style="dim"))
-        out.print()
+            page.add(
+                "  ",
+                (f.severity, SEVERITY_STYLE.get(f.severity, "")),
+                (f" {f.rule}", "bold"),
+                _where(f),
+            )
+            page.add(f"    {f.message}")
+            page.add((f"    rule: {f.source}", "dim"))
+        page.blank()
     style = "bold green" if _all_accepted(items) else "bold red"
-    out.print(Text(_summary(check, items), style=style))
+    page.add((_summary(check, items), style))
+    return page.render()
+
+
+def validate_view(checked: Checked) -> View:
+    check, items = checked.check, checked.items
+    return View(
+        json=lambda: validate_json(check, items),
+        text=lambda: validate_text(check, items),
+        terminal=lambda screen: validate_terminal(check, items, screen),
+        warnings=checked.warnings,
+        status=0 if checked.accepted else 1,
+    )

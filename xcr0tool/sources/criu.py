@@ -42,6 +42,9 @@ from xcr0tool.model.layout import Layout, layout_from_cpuid
 __all__ = ["CriuCpuinfo", "criu_images", "is_criu_dir", "read_cpuinfo", "read_threads"]
 
 _CORE_NAME = re.compile(r"^core-(\d+)\.img$")
+# cpuinfo.img is one entry of some 200 bytes (19 capability words, a model name): read
+# with a bound of its own, far below a core image's.
+CPUINFO_LIMIT = 64 << 10
 # Components newer than CRIU's fields that a layout may list: said to be absent by name.
 _NOT_KEPT_NOTE = "CRIU keeps no state for them: absent from the image, not in init state"
 
@@ -65,7 +68,7 @@ def read_cpuinfo(path: str) -> CriuCpuinfo:
     """cpuinfo.img: `path` is the file, or the image directory holding it."""
     if os.path.isdir(path):
         path = os.path.join(path, "cpuinfo.img")
-    data = read_limited(path, IMAGE_LIMIT, "a CRIU cpuinfo.img")
+    data = read_limited(path, CPUINFO_LIMIT, "a CRIU cpuinfo.img")
     return decode_cpuinfo(data, path)
 
 
@@ -79,12 +82,18 @@ def _core_files(path: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def core_image_tid(path: str) -> int:
+    """The thread a core-TID.img holds, by its name (0 for another name, as CRIU's own
+    naming is the only record of it outside pstree.img)."""
+    match = _CORE_NAME.match(os.path.basename(path))
+    return int(match.group(1)) if match else 0
+
+
 def read_threads(path: str, tid: int | None = None) -> list[CriuThread]:
     """The threads of a CRIU image directory (in pstree.img's order where there is one),
     or of one core-TID.img; `tid` keeps one."""
     if not os.path.isdir(path):
-        match = _CORE_NAME.match(os.path.basename(path))
-        file_tid = int(match.group(1)) if match else 0
+        file_tid = core_image_tid(path)
         data = read_limited(path, IMAGE_LIMIT, "a CRIU core image")
         thread = decode_core(data, path, file_tid)
         if tid is not None and tid != file_tid:

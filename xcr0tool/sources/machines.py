@@ -10,8 +10,10 @@ into a `model.machine.Machine`.
     FINGERPRINT.json      a Firecracker CPU fingerprint (the guest's CPUID)
     FINGERPRINT+TEMPLATE  that fingerprint with a Firecracker custom CPU template applied
     TRACEINFO.json        `rr traceinfo` output
-    TRACE_DIR             an rr trace directory (its `version` header)
-    cpuinfo.img           CRIU's cpuinfo image (or a CRIU image directory holding one)
+    TRACE_DIR             an rr trace directory: its `version` header, and the in-use
+                          components of every frame of `events` with an XSAVE image
+    cpuinfo.img           CRIU's cpuinfo image; a CRIU image directory holding one, or
+                          one core-TID.img beside it: also each thread's in-use state
 
 Names are tried first (host, then the profiles), then files. Each machine's XCR0 is the
 one its source recorded (XGETBV, a core's XCR0 word, an rr header) or else what Linux
@@ -23,11 +25,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from xcr0tool.errors import InputError, LayoutError, XcrError
+from xcr0tool.arch.components import describe_mask
+from xcr0tool.arch.offsets import XSTATE_BV, read_u64
+from xcr0tool.errors import InputError, LayoutError
 from xcr0tool.files.compressed import format_of
 from xcr0tool.files.input import check_readable_file, read_limited, reason
 from xcr0tool.formats.cpuid_dump import complete_leaf_0d, missing_subleaves, parse_cpuid_dump
@@ -44,8 +49,11 @@ from xcr0tool.formats.rr_traceinfo import (
     parse_traceinfo,
 )
 from xcr0tool.layouts.files import LAYOUT_FILE_LIMIT
-from xcr0tool.model.layout import Layout, layout_from_cpuid, layout_from_json
+from xcr0tool.model.layout import LEGACY_BITS, Layout, layout_from_cpuid, layout_from_json
 from xcr0tool.model.machine import (
+    CRIU_WORD_LEAF1_ECX,
+    CRIU_WORD_LEAF1_EDX,
+    CRIU_WORD_SUB1_EAX,
     LEAF1_ECX_OSXSAVE,
     NO_SUBLEAF,
     XSAVE_LEAF,
@@ -55,20 +63,28 @@ from xcr0tool.model.machine import (
     Machine,
     Regs,
     cpuid_record,
+    criu_caps_from_words,
     criu_facts_from_cpuid,
     criu_mask_from_xcr0,
     leaf_0d_from_layout,
     linux_xcr0,
 )
 
+if TYPE_CHECKING:
+    from xcr0tool.formats.rr import RrHeader
+
 # A description is as small as a layout file: a JSON layout or fingerprint is tens of KiB,
 # an AIDA64 dump of a big server a few hundred.
 DESCRIPTION_LIMIT = LAYOUT_FILE_LIMIT
 ELF_MAGIC = b"\x7fELF"
-CRIU_CPUINFO_MAGIC = 0x61404013  # criu/include/magic.h CPUINFO_MAGIC
+# IMG_COMMON_MAGIC (criu/include/magic.h), which starts every CRIU image since images
+# v1.1; compared here so that naming a machine imports nothing of CRIU's reader.
+CRIU_IMAGE_MAGIC = (0x54564319).to_bytes(4, "little")
+CRIU_CPUINFO_MAGIC = (0x61404013).to_bytes(4, "little")  # CPUINFO_MAGIC, first in v1.0
 CRIU_CPUINFO = "cpuinfo.img"
 RR_VERSION = "version"
 RR_EVENTS = "events"
+RR_OTHER_FILES = (RR_EVENTS, "data", "mmaps", "tasks")  # what else rr writes in a trace
 _LINUX_RULE = "CPUID.(0xD,0) EDX:EAX & 0xe02ff, what Linux would set"
 # InstLatx64 file names: GenuineIntel00806F8_SapphireRapids_05_CPUID.txt
 _INSTLATX64 = re.compile(
@@ -88,6 +104,9 @@ def resolve_machine(spec: str) -> Machine:
     if spec in NAMES:
         return profile_machine(spec)
     if not os.path.exists(spec):
+        base, at, selector = spec.rpartition("@")
+        if at and base and selector.isdigit() and os.path.exists(base):
+            return _selected_machine(base, int(selector), spec)
         base, plus, template = spec.rpartition("+")
         if plus and base and template and os.path.exists(base):
             return firecracker_machine(base, template)
@@ -105,8 +124,10 @@ def resolve_machine(spec: str) -> Machine:
     head = _head(spec)
     if head[:4] == ELF_MAGIC or format_of(head) is not None:  # a core, or a compressed one
         return core_machine(spec)
-    if _is_criu_cpuinfo(spec, head):
-        return criu_machine(spec)
+    if head[:4] == CRIU_IMAGE_MAGIC:
+        return _criu_image(spec, head[4:8])
+    if head[:4] == CRIU_CPUINFO_MAGIC or os.path.basename(spec) == CRIU_CPUINFO:
+        return criu_machine(spec)  # images v1.0 (no common magic), or not CRIU's: it says
     text = read_limited(spec, DESCRIPTION_LIMIT, "a machine description").decode("utf-8", "replace")
     if text.lstrip()[:1] in ("{", "["):
         return _json_machine(spec, text)
@@ -119,11 +140,6 @@ def _head(path: str) -> bytes:
             return handle.read(8)
     except OSError as exc:
         raise InputError(path, reason(exc)) from None
-
-
-def _is_criu_cpuinfo(path: str, head: bytes) -> bool:
-    magic = CRIU_CPUINFO_MAGIC.to_bytes(4, "little")
-    return os.path.basename(path) == CRIU_CPUINFO or magic in (head[:4], head[4:8])
 
 
 def _name(path: str) -> str:
@@ -510,11 +526,45 @@ def rr_machine(
     )
 
 
+def _selected_machine(path: str, selector: int, spec: str) -> Machine:
+    """PATH@N: one thread of a core (CORE@TID) or of a CRIU dump (CRIUDIR@TID), or one
+    frame of an rr trace (TRACE@EVENT), as SOURCE names them."""
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, RR_VERSION)):
+            return rr_trace_machine(path, event=selector, spec=spec)
+        if os.path.isfile(os.path.join(path, CRIU_CPUINFO)):
+            cpuinfo = os.path.join(path, CRIU_CPUINFO)
+            return criu_machine(cpuinfo, spec=spec, threads_of=path, tid=selector)
+        return _directory_machine(path)  # says what the directory is not
+    check_readable_file(path, "a machine description")
+    if _head(path)[:4] == ELF_MAGIC:
+        return core_machine(spec)
+    raise InputError(
+        spec,
+        "@N selects a thread of a core or a CRIU image directory, or a frame of an rr"
+        f" trace, and {path} is none of them",
+    )
+
+
 def _directory_machine(path: str) -> Machine:
     if os.path.isfile(os.path.join(path, RR_VERSION)):
         return rr_trace_machine(path)
     if os.path.isfile(os.path.join(path, CRIU_CPUINFO)):
-        return criu_machine(os.path.join(path, CRIU_CPUINFO), spec=path)
+        return criu_machine(os.path.join(path, CRIU_CPUINFO), spec=path, threads_of=path)
+    from xcr0tool.sources.criu import is_criu_dir
+
+    if any(os.path.exists(os.path.join(path, name)) for name in RR_OTHER_FILES):
+        raise InputError(
+            path,
+            f"an rr trace directory without its {RR_VERSION} file, the header that holds"
+            " the recording machine's CPUID and XCR0",
+        )
+    if is_criu_dir(path):
+        raise InputError(
+            path,
+            f"CRIU images without {CRIU_CPUINFO} (criu dump writes it only with --cpu-cap):"
+            " nothing says the dumping machine's XSAVE features and sizes",
+        )
     raise InputError(
         path,
         f"a directory, but not an rr trace (no {RR_VERSION} file) nor a CRIU image"
@@ -522,105 +572,236 @@ def _directory_machine(path: str) -> Machine:
     )
 
 
-def rr_trace_machine(path: str) -> Machine:
-    try:
-        from xcr0tool.sources.rrtrace import (  # type: ignore[import-not-found, unused-ignore]
-            read_trace_header,
-        )
-    except ImportError:  # the reader comes with rr traces as sources
-        raise XcrError(f"{path}: reading rr trace directories is not built in yet") from None
+def rr_trace_machine(path: str, event: int | None = None, spec: str | None = None) -> Machine:
+    """The recording machine of an rr trace directory (its `version` header), with the
+    in-use components of every frame that carries an XSAVE image (or of frame `event`)."""
+    from xcr0tool.sources.rrtrace import read_trace_header
+
     header = read_trace_header(path)
+    spec = spec or path
     machine = rr_machine(
-        path,
+        spec,
         _name(path),
         "rr-trace",
         header.xcr0,
         header.cpuid,
         header.has_cpuid_faulting,
         f"rr trace {path}, version {header.version}",
-        getattr(header, "xcr0_source", None),
+        f"{os.path.join(path, RR_VERSION)}: {header.xcr0_source}",
     )
-    if not os.path.isfile(os.path.join(path, RR_EVENTS)):
+    if event is None and not os.path.isfile(os.path.join(path, RR_EVENTS)):
         return replace(machine, notes=(*machine.notes, "no events file: no saved state read"))
-    from xcr0tool.sources.open import open_source
-
-    # Every frame that carries XSAVE data (signals, execve, sigreturn, ...), streamed.
-    frames = open_source(path, host_fallback=False).images
-    saved = tuple(
-        InUse(image.tid, image.xstate_bv, _frame_label(image.tid, getattr(image, "event", None)))
-        for image in frames
-    )
-    return replace(machine, images=saved)
+    frames = tuple(_frames_in_use(path, header, event))
+    if event is not None and not frames:
+        raise InputError(
+            spec, f"frame {event} of the events file carries no XSAVE data (or does not exist)"
+        )
+    return replace(machine, images=frames)
 
 
-def _frame_label(tid: int | None, event: int | None) -> str:
-    where = f"frame {event}" if event is not None else "a frame"
-    return f"{where} (thread {tid})" if tid is not None else where
+def _frames_in_use(path: str, header: RrHeader, event: int | None) -> Iterator[InUse]:
+    """Each XSAVE frame's XSTATE_BV (or frame `event`'s), read from its bytes as the
+    frames stream past: no image is kept or decoded, so memory stays flat whatever the
+    trace's length."""
+    from xcr0tool.sources.rrtrace import iter_xsave_frames
+
+    for frame in iter_xsave_frames(path, header):
+        assert frame.xsave is not None
+        if event is not None and frame.index != event:
+            if frame.index > event:
+                return
+            continue
+        # PTRACE_GETREGSET NT_X86_XSTATE: the standard format, XSTATE_BV at byte 512; a
+        # recorder without XSAVE gave the 512-byte FXSAVE area (x87 and SSE).
+        data = frame.xsave
+        in_use = read_u64(data, XSTATE_BV) if len(data) >= XSTATE_BV + 8 else LEGACY_BITS
+        yield InUse(frame.tid, in_use, _frame_label(frame.tid, frame.index), frame.index)
+
+
+def _frame_label(tid: int | None, event: int) -> str:
+    return f"frame {event} (thread {tid})" if tid is not None else f"frame {event}"
 
 
 # CRIU -----------------------------------------------------------------------------------
 
 
-def criu_machine(path: str, spec: str | None = None) -> Machine:
-    """A CRIU cpuinfo.img: the dumping host's xfeatures_mask and xsave sizes. CRIU keeps
-    no layout, so the layout is the built-in profile that fits the XCR0 and xsave_size,
-    as for a core without a layout note."""
-    try:
-        from xcr0tool.sources.criu import (  # type: ignore[import-not-found, unused-ignore]
-            read_cpuinfo,
-        )
-    except ImportError:  # the reader comes with CRIU images as sources
-        raise XcrError(f"{path}: reading CRIU images is not built in yet") from None
-    from xcr0tool.layouts.profiles import guess_layout
+def _criu_image(path: str, second: bytes) -> Machine:
+    """A file that starts with CRIU's IMG_COMMON_MAGIC (then `second`, the image's own
+    magic): cpuinfo.img, or one core-TID.img (the thread's state, with the cpuinfo.img
+    beside it)."""
+    from xcr0tool.formats.criu import CORE_MAGIC, CPUINFO_MAGIC, MAGIC_NAMES
+
+    magic = int.from_bytes(second, "little")
+    if magic == CPUINFO_MAGIC:
+        return criu_machine(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if magic == CORE_MAGIC:
+        from xcr0tool.sources.criu import core_image_tid
+
+        tid = core_image_tid(path)
+        cpuinfo = os.path.join(folder, CRIU_CPUINFO)
+        if not os.path.isfile(cpuinfo):
+            raise InputError(
+                path,
+                f"a CRIU core image without {CRIU_CPUINFO} beside it (criu dump writes it"
+                " only with --cpu-cap): nothing says the dumping machine's XSAVE features"
+                " and sizes",
+            )
+        return criu_machine(cpuinfo, spec=path, threads_of=path, tid=tid)
+    what = MAGIC_NAMES.get(magic, f"magic {magic:#010x}")
+    raise InputError(
+        path,
+        f"a CRIU {what} image: a MACHINE is cpuinfo.img, a core-TID.img or their directory",
+    )
+
+
+def criu_machine(
+    path: str, spec: str | None = None, threads_of: str | None = None, tid: int | None = None
+) -> Machine:
+    """The machine a CRIU dump was made on, from its cpuinfo.img (`path`): the xfeatures
+    mask, xsave sizes, capability words, vendor, family and model compel recorded there.
+    CRIU keeps no layout, so the layout is the built-in profile that fits the XCR0 and
+    xsave_size, as for a core without a layout note. `threads_of`: the image directory
+    (or one core-TID.img) whose threads' in-use state is checked too."""
+    from xcr0tool.formats.criu import CAPABILITY_WORDS, VENDOR_AMD, VENDOR_INTEL
+    from xcr0tool.layouts.profiles import PROFILES, guess_layout, profile_layout
+    from xcr0tool.sources.criu import read_cpuinfo
 
     spec = spec or path
     info = read_cpuinfo(path)
+    if not info.has_xfeatures:
+        raise InputError(
+            path, "no xfeatures_mask: the dumping machine's XSAVE features are not recorded"
+        )
     # compel's mask never holds SSE or BNDREGS (see model.machine); XCR0 has SSE always,
     # BNDREGS with BNDCSR, and AMX, which compel's mask leaves out, when the size says so.
-    base = info.xfeatures_mask | 0b11 | (0b1000 if info.xfeatures_mask & 0b10000 else 0)
+    xcr0 = info.xcr0
     layout = None
-    problem = ""
-    for xcr0 in (base, base | 0b11 << 17):
+    # The dumping CPU's vendor's profiles first (CRIU records AMD for any non-Intel).
+    prefix = "intel" if info.vendor_id == VENDOR_INTEL else "amd"
+    ordered = sorted(PROFILES, key=lambda p: not p.name.startswith(prefix))
+    candidates = [profile_layout(p.name) for p in ordered]
+    for candidate in (xcr0, xcr0 | 0b11 << 17):
         try:
-            layout = guess_layout(xcr0, info.xsave_size, f"{path}")
+            layout = guess_layout(candidate, info.xsave_size, path, candidates)
+            xcr0 = candidate
             break
-        except LayoutError as exc:
-            problem = problem or str(exc)
+        except LayoutError:
+            continue
     if layout is None:
-        raise InputError(spec, problem.split(": ", 1)[-1])
-    machine = Machine(
-        spec,
-        _name(spec) if spec != path else _name(os.path.dirname(os.path.abspath(path))),
-        "criu",
-        xcr0,
-        f"CRIU xfeatures_mask {info.xfeatures_mask:#x} with x87 and SSE"
-        + (" and BNDREGS" if xcr0 & 0b1000 else "")
-        + (" and AMX (for xsave_size)" if xcr0 >> 17 & 1 else "")
-        + " (compel's mask drops them)",
-        leaf_0d_from_layout(layout),
-        layout.source,
-    )
+        raise InputError(
+            path,
+            f"no built-in layout has xsave_size {info.xsave_size} for XCR0 {xcr0:#x}"
+            f" ({describe_mask(xcr0)}), and CRIU keeps no layout: compare a CPUID dump of"
+            " the dumping machine instead",
+        )
+    notes = [
+        f"CRIU keeps no layout: the built-in profile that fits XCR0 {xcr0:#x} and"
+        f" xsave_size {info.xsave_size} is taken"
+    ]
+    # cpu_validate_cpuinfo and img_to_cpuinfo refuse these images whatever the host.
+    refusal = None
+    expected_words = CAPABILITY_WORDS.get(info.capability_ver)
+    if info.vendor_id not in (VENDOR_INTEL, VENDOR_AMD):
+        refusal = f"Unknown cpu vendor {info.vendor_id}"
+    elif expected_words is None:
+        refusal = f"Image carries unknown capability version {info.capability_ver}"
+    elif len(info.capability) != expected_words:
+        refusal = f"Image carries {len(info.capability)} words while {expected_words} expected"
+    caps = criu_caps_from_words(info.capability) if refusal is None else None
+    table: dict[tuple[int, int], Regs] = dict(leaf_0d_from_layout(layout))
+    osxsave = None
+    if caps is not None:
+        # What compel read from CPUID and kept as capability words and family/model/stepping:
+        # leaf 1 (EDX word 0, ECX word 4, EAX rebuilt) and CPUID.(0xD,1).EAX (word 10).
+        words = info.capability
+        table[(1, 0)] = (
+            _signature(info.family, info.model, info.stepping),
+            0,
+            words[CRIU_WORD_LEAF1_ECX],
+            words[CRIU_WORD_LEAF1_EDX],
+        )
+        table[(XSAVE_LEAF, 1)] = (words[CRIU_WORD_SUB1_EAX], 0, 0, 0)
+        osxsave = bool(words[CRIU_WORD_LEAF1_ECX] & LEAF1_ECX_OSXSAVE)
+    else:
+        notes.append(
+            f"cpuinfo.img's capability words are not CRIU's ({refusal}): its fpu/fxsr/"
+            "osxsave/xsaves check, XSAVEC and family/model are not known"
+        )
     criu = CriuFacts(
         info.xfeatures_mask,
         info.xsave_size,
         info.xsave_size_max,
-        None,
+        caps,
         f"{path} as recorded",
+        refusal,
     )
-    return Machine(
+    where = (info.model_id or info.vendor).strip()
+    machine = Machine(
         source=spec,
-        name=machine.name,
+        name=_criu_name(spec, path),
         kind="criu",
         xcr0=xcr0,
-        xcr0_source=machine.xcr0_source,
-        cpuid=machine.cpuid,
-        cpuid_source=machine.cpuid_source,
+        xcr0_source=f"{CRIU_CPUINFO}'s xfeatures_mask {info.xfeatures_mask:#x} with x87 and SSE"
+        + (" and BNDREGS" if xcr0 & 0b1000 else "")
+        + (" and AMX (for xsave_size)" if xcr0 >> 17 & 1 else "")
+        + " (compel's mask drops them)",
+        cpuid=table,
+        cpuid_source=f"{layout.source} (CRIU's {CRIU_CPUINFO}: {where})",
+        osxsave=osxsave,
         criu=criu,
-        notes=(
-            "cpuinfo.img's capability words are not read: CRIU's fpu/fxsr/osxsave/xsaves"
-            " check is not made",
-        ),
+        notes=tuple(notes),
     )
+    if threads_of is None:
+        return machine
+    saved, lost = _criu_threads_in_use(threads_of, tid)
+    return replace(machine, images=saved, notes=(*machine.notes, *lost))
+
+
+def _signature(family: int, model: int, stepping: int) -> int:
+    """CPUID.1:EAX from the family, model and stepping compel computed from it
+    (compel_cpuid, as the kernel's cpu_detect): exact in the fields rr compares
+    (0xf0ff0: extended model, family, model) for every CPU with XSAVE (family >= 6)."""
+    base_family = min(family, 0xF)
+    extended_family = family - 0xF if family >= 0xF else 0
+    base_model, extended_model = (model & 0xF, model >> 4 & 0xF) if family >= 6 else (model, 0)
+    return (
+        stepping & 0xF
+        | base_model << 4
+        | base_family << 8
+        | extended_model << 16
+        | (extended_family & 0xFF) << 20
+    )
+
+
+def _criu_name(spec: str, path: str) -> str:
+    if spec != path:
+        return _name(spec)
+    return _name(os.path.dirname(os.path.abspath(path)))
+
+
+def _criu_threads_in_use(path: str, tid: int | None) -> tuple[tuple[InUse, ...], list[str]]:
+    """Each thread's in-use components as a restore would carry them: XSTATE_BV of the
+    components CRIU kept (x87, SSE and a field per feature), and a note for state in use
+    that CRIU did not keep (BNDREGS, which compel never saves; AMX, APX): lost at the
+    dump."""
+    from xcr0tool.sources.criu import read_threads
+
+    saved = []
+    lost: list[str] = []
+    for thread in read_threads(path, tid):
+        if thread.xstate_bv is None:  # no xsave entry: FXSAVE only
+            saved.append(InUse(thread.tid, LEGACY_BITS, f"thread {thread.tid}"))
+            continue
+        kept = thread.saved_mask
+        dropped = thread.xstate_bv & ~kept
+        if dropped:
+            lost.append(
+                f"thread {thread.tid}'s XSTATE_BV {thread.xstate_bv:#x} has"
+                f" {describe_mask(dropped)} in use, which CRIU does not keep: lost at the dump"
+            )
+        saved.append(InUse(thread.tid, thread.xstate_bv & kept, f"thread {thread.tid}"))
+    return tuple(saved), lost
 
 
 # Cores ----------------------------------------------------------------------------------

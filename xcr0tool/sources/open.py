@@ -4,9 +4,13 @@
     FILE@TID     one thread of an ELF core
     TRACE        an rr trace directory: every frame with XSAVE data (TRACE@EVENT: one frame)
     CRIUDIR      a CRIU image directory (CRIUDIR@TID: one thread), or one core-TID.img
-    -            a raw image (or a core) on standard input
-    pid:N        every thread of a live process, through ptrace
-    self         XSAVE and XSAVEC snapshots of this tool's own thread
+    -            a raw image (or a core) on standard input; -@TID one thread of that core
+    pid:N        every thread of a live process, through ptrace; pid:N@TID one thread
+    self         XSAVE and XSAVEC snapshots of this tool's own thread; self@xsave and
+                 self@xsavec one of them
+
+A thread is chosen the same way for every kind (NAME@ID, or `thread=` which the CLI's
+--thread gives), and an unknown one is refused alike, naming the ones there are.
 
 Layout priority (every output names the one used): the core's NT_X86_XSAVE_LAYOUT note
 (an rr trace's header CPUID), then --layout FILE or NAME, then a guess from XCR0 and the
@@ -24,7 +28,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from xcr0tool.arch.xcr0 import check_xcr0
-from xcr0tool.errors import HostUnavailable, InputError, LayoutError
+from xcr0tool.errors import HostUnavailable, InputError, LayoutError, UsageError
 from xcr0tool.files.input import STDIN, FileInput, Input, open_input
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.files import resolve_layout_option
@@ -64,11 +68,25 @@ class SourceResult:
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
     warnings: list[str] = field(default_factory=list)
     # The whole core behind the images (not for CORE@TID), to rewrite. Its bytes are read
-    # from its file, which for a core piped in lasts only as long as opened_source's block.
+    # from its input, which stays open only as long as opened_source's block.
     core: CoreFile | None = None
+    # What NAME@ID selects for each image when it is not a tid (self's "xsave", "xsavec").
+    snapshots: list[str] = field(default_factory=list)
     # The permission bits of the regular file behind the source (None: a pipe, nothing):
     # an output made from it is never more readable (files.output.write_output).
     file_mode: int | None = None
+
+    def thread_ids(self) -> list[str]:
+        """What NAME@ID (or --thread ID) selects, image by image; [] for a raw image."""
+        if self.snapshots:
+            return list(self.snapshots)
+        if self.kind == "rr-trace":  # TRACE@EVENT: a frame's index
+            return [str(image.event) for image in self.images if image.event is not None]
+        return [str(image.tid) for image in self.images if image.tid is not None]
+
+
+# `self`'s images, in order: (selector, instruction, compacted).
+SELF_SNAPSHOTS = (("xsave", "XSAVE", False), ("xsavec", "XSAVEC", True))
 
 
 def split_thread(name: str) -> tuple[str, int | None]:
@@ -77,6 +95,33 @@ def split_thread(name: str) -> tuple[str, int | None]:
     if sep and tid.isdigit() and not os.path.exists(name):
         return path, int(tid)
     return name, None
+
+
+def parse_source(name: str) -> tuple[str, str | None]:
+    """A SOURCE and the thread it names, if any: 'core@4242' -> ('core', '4242'),
+    'pid:7@8' -> ('pid:7', '8'), 'self@xsavec' -> ('self', 'xsavec'), '-@5' -> ('-', '5').
+    A file whose whole name holds an @ is that file."""
+    for fixed in ("self", "-"):
+        if name == fixed or name.startswith(f"{fixed}@"):
+            return fixed, name[len(fixed) + 1 :] if name != fixed else None
+    if name.startswith("pid:"):
+        process, at, thread = name.partition("@")
+        return process, thread if at else None
+    path, tid = split_thread(name)
+    return path, None if tid is None else str(tid)
+
+
+def with_thread(name: str, thread: str | None) -> str:
+    """SOURCE with --thread ID applied: NAME@ID. Naming the thread twice is refused,
+    as it would be ambiguous which one was meant."""
+    if thread is None:
+        return name
+    base, already = parse_source(name)
+    if already is not None:
+        raise UsageError(
+            f"{name} already names thread {already}: give --thread or {base}@ID, not both"
+        )
+    return f"{name}@{thread}"
 
 
 class RawInput(NamedTuple):  # NamedTuple, not a dataclass: cheaper to define at startup
@@ -96,6 +141,7 @@ class NamedInput(NamedTuple):
     path: str
     tid: int | None
     kind: str = "core"  # core | directory | criu | process | self
+    snapshot: str | None = None  # self@xsave, self@xsavec
     # A core's input, open while opened_input's block lasts: a stream (standard input,
     # a pipe, a compressed file) cannot be opened twice.
     opened: Input | None = None
@@ -107,28 +153,36 @@ def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
     compressed or not), read whole with a bound; a core, opened and read no further
     than its first bytes (it stays open while the block lasts); anything else by
     name."""
-    if name.startswith("pid:") or name == "self":
-        yield NamedInput(name, name, None, "process" if name != "self" else "self")
+    base, thread = parse_source(name)
+    if base.startswith("pid:"):
+        yield NamedInput(name, name, None, "process")
         return
-    path, tid = (name, None) if name == "-" else split_thread(name)
-    if name != "-" and os.path.isdir(path):
-        yield NamedInput(name, path, tid, "directory")
+    if base == "self":
+        yield NamedInput(name, base, None, "self", thread)
         return
+    piped = base == "-"
+    path = base
+    if piped:
+        tid = _stdin_tid(thread)
+    else:
+        tid = None if thread is None else int(thread)  # a path's @ID is digits (split_thread)
+        if os.path.isdir(path):
+            yield NamedInput(name, path, tid, "directory")
+            return
     opened = open_input(path)
     try:
-        origin = STDIN if name == "-" else path
+        origin = STDIN if piped else path
         raw = _raw_bytes(opened)
         if raw is None:
-            opened.name = STDIN if name == "-" else name  # errors name it as the user did
-            yield NamedInput(opened.name, path, tid, "core", opened)
+            opened.name = STDIN if piped else name  # errors name it as the user did
+            yield NamedInput(opened.name, path, tid, "core", opened=opened)
             return
         if is_container(raw):
-            if not isinstance(opened, FileInput) or name == "-":
+            if piped or not isinstance(opened, FileInput):
                 raise InputError(origin, "a CRIU image: pass its file or directory, not a pipe")
             yield NamedInput(name, path, tid, "criu")
             return
-        if tid is not None:
-            raise InputError(path, "@TID selects a thread of a core, and this is not an ELF core")
+        _no_thread_in_raw(origin, thread)
         yield RawInput(origin, raw, opened.mode)
     finally:
         opened.close()
@@ -149,13 +203,20 @@ def _raw_bytes(opened: Input) -> bytes | None:
     return data
 
 
+def _stdin_tid(thread: str | None) -> int | None:
+    """-@TID of a core piped in: a tid is a number."""
+    if thread is not None and not thread.isdigit():
+        raise InputError("<stdin>", f"no thread {thread}: a thread of a core is its tid")
+    return None if thread is None else int(thread)
+
+
 def images_of(found: NamedInput, explicit: Layout | None, xcr0: int | None = None) -> SourceResult:
     """The images of a core, a trace or CRIU directory, a CRIU image, a process or
     `self`."""
     if found.kind == "process":
         return _process(found.name, explicit, xcr0)
     if found.kind == "self":
-        return _self(explicit)
+        return _self(explicit, found.snapshot)
     if found.kind == "directory":
         return _directory(found.path, found.name, found.tid, explicit)
     if found.kind == "criu":
@@ -197,6 +258,11 @@ def opened_source(
             yield result
         else:
             yield images_of(found, explicit, xcr0)
+
+
+def _no_thread_in_raw(name: str, thread: str | None) -> None:
+    if thread is not None:
+        raise InputError(name, "@TID selects a thread of a core, and this is not an ELF core")
 
 
 def read_input_file(path: str) -> bytes | None:
@@ -304,7 +370,9 @@ class _Thread(Protocol):
 ThreadT = TypeVar("ThreadT", bound=_Thread)
 
 
-def _only_thread(threads: list[ThreadT], tid: int | None, name: str, where: str) -> list[ThreadT]:
+def _only_thread(
+    threads: list[ThreadT], tid: int | str | None, name: str, where: str
+) -> list[ThreadT]:
     """All threads, or the one with this tid (one line naming the others if none)."""
     if tid is None:
         return threads
@@ -347,19 +415,25 @@ def host_layout() -> Layout:
     return made()
 
 
-def _self(layout: Layout | None) -> SourceResult:
+def _self(layout: Layout | None, which: str | None) -> SourceResult:
+    """This thread saved twice, by XSAVE and by XSAVEC: self@xsave and self@xsavec."""
     from xcr0tool.sources.cpu import xgetbv, xsave_snapshot
 
+    chosen = [s for s in SELF_SNAPSHOTS if which is None or s[0] == which]
+    if not chosen:
+        known = " or ".join(f"self@{s[0]} ({s[1]})" for s in SELF_SNAPSHOTS)
+        raise InputError(f"self@{which}", f"no such snapshot of this thread: {known}")
     layout = layout or host_layout()
     xcr0 = xgetbv(0)
     images = [
         build_image(
             xsave_snapshot(compacted=compacted),
-            origin=f"self ({instruction})",
+            origin=f"self@{selector}",
             layout=layout,
             xcr0=xcr0,
             xcr0_source="XGETBV",
         )
-        for compacted, instruction in ((False, "XSAVE"), (True, "XSAVEC"))
+        for selector, _, compacted in chosen
     ]
-    return SourceResult("self", SourceKind.SELF, images, layout)
+    name = "self" if which is None else f"self@{which}"
+    return SourceResult(name, SourceKind.SELF, images, layout, snapshots=[s[0] for s in chosen])

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import MASK, complete_layout, complete_path, output_option
+from xcr0tool.cli.options import (
+    MASK,
+    complete_layout,
+    complete_path,
+    output_option,
+    output_options,
+    thread_option,
+)
 
 if TYPE_CHECKING:
-    from xcr0tool.model.image import XsaveImage
-    from xcr0tool.model.layout import Layout
+    from xcr0tool.render.output import View
 
 
 @click.command()
 @click.argument("source", default="-", required=False, shell_complete=complete_path)
+@thread_option
 @click.option(
     "--to",
     "form",
@@ -62,8 +68,10 @@ if TYPE_CHECKING:
     " standard format cannot hold; each one dropped is reported on stderr.",
 )
 @output_option
+@output_options(json=False, text=False)
 def convert(
     source: str,
+    thread: str | None,
     form: str,
     xcomp_bv: int | None,
     from_layout: str | None,
@@ -72,7 +80,7 @@ def convert(
     keep_sw_bytes: bool,
     drop_supervisor: bool,
     output: str | None,
-) -> None:
+) -> View:
     """Rewrite an XSAVE image in the standard or compacted format, or in another layout.
 
     --to compacted writes what XSAVEC writes: XCOMP_BV = MASK | bit 63, components
@@ -87,7 +95,9 @@ def convert(
     SOURCE is a raw image, `-` for standard input (the default), or an ELF core: a core
     gives a core in which every thread's NT_X86_XSTATE (and the NT_X86_XSAVE_LAYOUT note)
     is rewritten;
-    CORE@TID gives that thread's raw image.
+    CORE@TID (or --thread TID) gives that thread's raw image. What is lost on the way
+    (components left out by --xcomp-bv, supervisor components dropped) is said on
+    stderr, once.
 
     \b
     Examples:
@@ -97,75 +107,19 @@ def convert(
       xcr0tool convert --from-layout amd-zen4 --layout intel zen4.bin -o skylake.bin
       xcr0tool convert --layout intel core.4242 -o core.intel   gdb 13 reads it
     """
-    from xcr0tool.arch.components import COMPACTED_BIT, describe_mask
-    from xcr0tool.errors import UsageError
-    from xcr0tool.layouts.files import resolve_layout_option
-    from xcr0tool.ops import corewrite, transforms
+    from xcr0tool.ops.rewrite import convert as convert_source
+    from xcr0tool.render.output import View
 
-    if form == "standard" and xcomp_bv is not None:
-        raise UsageError("--xcomp-bv applies to --to compacted")
-    if form == "compacted" and (keep_sw_bytes or drop_supervisor):
-        flag = "--keep-sw-bytes" if keep_sw_bytes else "--drop-supervisor"
-        raise UsageError(f"{flag} applies to --to standard")
-    corewrite.refuse_terminal(output)
-    target = resolve_layout_option(layout)
-    dropped: dict[int, None] = {}
-
-    def to_standard(image: XsaveImage) -> XsaveImage:
-        converted, gone = transforms.to_standard(image, target, keep_sw_bytes, drop_supervisor)
-        dropped.update(dict.fromkeys(gone))
-        return converted
-
-    def to_compacted(image: XsaveImage) -> XsaveImage:
-        return transforms.to_compacted(image, xcomp_bv, target)
-
-    transform = to_standard if form == "standard" else to_compacted
-    with corewrite.open_input(source, layout_option=from_layout, xcr0=xcr0) as opened:
-        result = opened.result
-        for warning in result.warnings:
-            click.echo(f"xcr0tool: warning: {warning}", err=True)
-        originals = result.images
-        if form == "standard" and target is None and from_layout is None:
-            target = _standard_layout_for_compacted(originals)
-        if opened.core is not None and form == "compacted":
-            raise UsageError(
-                f"{result.name}: a core's NT_X86_XSTATE is always in the standard format"
-                " (the kernel and gdb read no other); convert one thread (CORE@TID)"
-            )
-        converted = corewrite.transform_images(opened, transform)
-        corewrite.write_result(opened, converted, output)
-    # Reported once the output is written: these lines describe what it holds.
-    if xcomp_bv is not None:
-        ignored = xcomp_bv & ~COMPACTED_BIT & ~converted[0].xcomp_bv
-        if ignored:
-            click.echo(
-                f"xcr0tool: note: --xcomp-bv {describe_mask(ignored)} left out: the image"
-                " has no such components (XSAVEC saves XCR0 & MASK)",
-                err=True,
-            )
-    for line in corewrite.component_lines("dropped supervisor component", originals, dropped):
-        click.echo(f"xcr0tool: {line}", err=True)
-
-
-def _standard_layout_for_compacted(images: Sequence[XsaveImage]) -> Layout | None:
-    """A compacted image says nothing of standard offsets (its layout gives sizes only):
-    without --layout, write this machine's, and say so; never a vendor's by guess."""
-    from xcr0tool.errors import HostUnavailable, LayoutError, UsageError
-    from xcr0tool.model.image import COMPACTED
-    from xcr0tool.sources.open import host_layout
-
-    if not any(image.format == COMPACTED for image in images):
-        return None
-    try:
-        layout = host_layout()
-        for image in images:
-            layout.standard_offsets(image.xcr0)
-    except (HostUnavailable, LayoutError):
-        raise UsageError(
-            "a compacted image has no standard offsets and this machine's CPUID does not"
-            " place all its components: pass --layout"
-        ) from None
-    click.echo(
-        f"xcr0tool: note: standard offsets from {layout.source} (--layout to choose)", err=True
+    done = convert_source(
+        source,
+        form=form,
+        thread=thread,
+        xcomp_bv=xcomp_bv,
+        from_layout=from_layout,
+        layout=layout,
+        xcr0=xcr0,
+        keep_sw_bytes=keep_sw_bytes,
+        drop_supervisor=drop_supervisor,
+        output=output,
     )
-    return layout
+    return View(warnings=done.warnings)

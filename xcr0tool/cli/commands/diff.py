@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from xcr0tool.cli.options import complete_path, json_option, layout_option, reg_option
+from xcr0tool.cli.options import (
+    LANE_CHOICES,
+    complete_path,
+    layout_option,
+    output_options,
+    reg_option,
+)
 
-LANE_CHOICES = ("u8", "u16", "u32", "u64", "f32", "f64")  # diff.LANES, without importing it
+if TYPE_CHECKING:
+    from xcr0tool.render.output import View
 
 
 class ThreadPair(click.ParamType):
@@ -52,8 +58,14 @@ class ThreadPair(click.ParamType):
     multiple=True,
     help="Compare thread TID_A of A with TID_B of B (repeatable; default: by position).",
 )
+@click.option(
+    "-q",
+    "--brief",
+    is_flag=True,
+    help="Only the exit status and, when A and B differ, one line saying so (diff -q).",
+)
 @layout_option
-@json_option
+@output_options()
 def diff(
     source_a: str,
     source_b: str,
@@ -61,9 +73,9 @@ def diff(
     patterns: Sequence[str],
     raw: bool,
     pairs: Sequence[tuple[int, int]],
+    brief: bool,
     layout: str | None,
-    as_json: bool,
-) -> None:
+) -> View:
     """Compare the XSAVE state of A and B, register by register.
 
     A component in init state counts as its init values, so an image and its
@@ -77,32 +89,19 @@ def diff(
     unless --pair says otherwise; a thread on one side only is a difference.
 
     Exit status: 0 same, 1 different, 2 trouble.
+
+    \b
+    Examples:
+      xcr0tool diff core.4242 core.4242.masked        thread by thread, register by register
+      xcr0tool diff -q image.bin image.xsavec && echo same
+      xcr0tool diff --pair 4242:5151 --reg 'ymm*' --lanes f32 a.core b.core
+      xcr0tool diff --raw a.bin b.bin                  bytes, each named by its register
+      xcr0tool diff --json a.core@4242 pid:5151@5151
     """
-    from xcr0tool.errors import UsageError
-    from xcr0tool.ops.diff import diff_sources
-    from xcr0tool.render import diff as render_diff
-    from xcr0tool.sources.open import open_source
+    from xcr0tool.ops.inspect import compare
+    from xcr0tool.render.diff import diff_view
 
-    if source_a == "-" and source_b == "-":
-        raise UsageError("A and B cannot both be standard input")
-    result = diff_sources(
-        open_source(source_a, layout_option=layout),
-        open_source(source_b, layout_option=layout),
-        lanes=lanes,
-        patterns=patterns,
-        raw=raw,
-        pairs=pairs,
+    compared = compare(
+        source_a, source_b, lanes=lanes, patterns=patterns, raw=raw, pairs=pairs, layout=layout
     )
-    if as_json:
-        from xcr0tool.files.output import write_json
-
-        write_json(render_diff.diff_json(result))
-    elif sys.stdout.isatty():
-        render_diff.diff_rich(result)
-    else:
-        for source in (result.a, result.b):
-            for warning in source.warnings:
-                click.echo(f"xcr0tool: warning: {source.name}: {warning}", err=True)
-        sys.stdout.write(render_diff.diff_text(result))
-    if not result.same:
-        raise click.exceptions.Exit(1)
+    return diff_view(compared, brief)

@@ -2,40 +2,45 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from xcr0tool.cli.options import complete_path, layout_option, output_option, with_thread
+from xcr0tool.cli.options import (
+    complete_path,
+    layout_option,
+    output_option,
+    output_options,
+    thread_option,
+)
+
+if TYPE_CHECKING:
+    from xcr0tool.render.output import View
 
 
 @click.command()
 @click.argument("source", shell_complete=complete_path)
-@click.option(
-    "--thread", "tid", type=int, metavar="TID", help="The thread to extract (default: the first)."
-)
+@thread_option
 @output_option
 @layout_option
-def extract(source: str, tid: int | None, output: str | None, layout: str | None) -> None:
+@output_options(json=False, text=False)
+def extract(source: str, thread: str | None, output: str | None, layout: str | None) -> View:
     """Write one thread's raw XSAVE image, byte for byte as the source holds it.
 
     SOURCE is an ELF core (CORE@TID or --thread for one thread; the first otherwise, said
-    on stderr), `pid:N`, `self`, a raw image, `-`, an rr trace (TRACE@EVENT for one
-    frame) or CRIU images (the image rebuilt in the standard format). Binary data goes
-    only to a file or a pipe, never to a terminal.
+    on stderr), `pid:N`, `self` (self@xsave, self@xsavec), a raw image, `-`, an rr
+    trace (TRACE@EVENT for one frame) or CRIU images (the image rebuilt in the standard
+    format). Binary data goes only to a file or a pipe, never to a terminal.
 
     \b
     Examples:
       xcr0tool extract core.4242 --thread 4243 -o t4243.xsave
       xcr0tool extract core.4242 | xcr0tool mask --xcr0 0x7 | xcr0tool decode -
+      xcr0tool extract self@xsavec -o mine.xsavec
     """
-    from xcr0tool.files.output import write_binary
-    from xcr0tool.sources.open import open_source
+    from xcr0tool.ops.rewrite import extract as extract_image
+    from xcr0tool.render.output import View
 
-    result = open_source(with_thread(source, tid), layout_option=layout)
-    first = result.images[0]
-    write_binary(first.data, output, mode=result.file_mode)
-    if len(result.images) > 1:
-        click.echo(
-            f"xcr0tool: extracted {first.origin}, the first of {len(result.images)};"
-            " pick another with --thread TID",
-            err=True,
-        )
+    return View(
+        warnings=extract_image(source, thread=thread, output=output, layout=layout).warnings
+    )

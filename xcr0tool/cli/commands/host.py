@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import json_option
+from xcr0tool.cli.options import output_options
+
+if TYPE_CHECKING:
+    from xcr0tool.render.output import View
 
 
 @click.command()
-@json_option
 @click.option(
     "--save",
     "save",
@@ -18,7 +20,8 @@ from xcr0tool.cli.options import json_option
     metavar="FILE",
     help="Also write this machine's layout here, a file `--layout FILE` reads anywhere.",
 )
-def host(as_json: bool, save: str | None) -> None:
+@output_options()
+def host(save: str | None) -> View:
     """Show this machine's XSAVE features: vendor and model, XCR0, XINUSE, the whole
     CPUID leaf 0xD table, XSAVEOPT/XSAVEC/XSAVES, and the kernel's view (/proc/cpuinfo,
     arch_prctl ARCH_GET_XCOMP_SUPP and ARCH_GET_XCOMP_PERM), with every inconsistency
@@ -30,7 +33,8 @@ def host(as_json: bool, save: str | None) -> None:
 
     \b
     --json schema (stable; new keys may be added, none removed or changed):
-    {"cpu": {"vendor": str, "family": int, "model": int, "stepping": int,
+    {"schema": 1,
+     "cpu": {"vendor": str, "family": int, "model": int, "stepping": int,
              "brand": str},
      "xcr0": "0x..",                    XGETBV 0
      "xinuse": "0x.." | null,           XGETBV 1 of this tool's thread; null without it
@@ -56,21 +60,20 @@ def host(as_json: bool, save: str | None) -> None:
      "kernel": {"cpuinfo_flags": {"xsave": bool, ...} | null,  cpu0's XSAVE flags
                 "xcomp_supp": "0x.." | null,   arch_prctl; null before Linux 5.16
                 "xcomp_perm": "0x.." | null},
-     "inconsistencies": [str, ...]}
-    """
-    import json
+     "inconsistencies": [str, ...],
+     "warnings": [str, ...]}
 
-    from xcr0tool.files.output import stdout_is_terminal, write_atomic, write_json
+    \b
+    Examples:
+      xcr0tool host                              the table, and what does not add up
+      xcr0tool host --json | jq .xcr0
+      xcr0tool host --save this-machine.json     then elsewhere:
+      xcr0tool decode --layout this-machine.json image.bin
+    """
     from xcr0tool.render import host as render_host
     from xcr0tool.sources.hostinfo import gather_host_info
 
     info = gather_host_info()
     if save is not None:
-        text = json.dumps(render_host.saved_layout(info), indent=2) + "\n"
-        write_atomic(save, lambda out: out.write(text.encode()))
-    if as_json:
-        write_json(render_host.host_json(info))
-    elif stdout_is_terminal():
-        render_host.host_rich(info)
-    else:
-        sys.stdout.write(render_host.host_text(info))
+        render_host.save_layout(info, save)
+    return render_host.host_output(info)

@@ -6,14 +6,22 @@ from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import MASK, complete_path, layout_option, output_option
+from xcr0tool.cli.options import (
+    MASK,
+    complete_path,
+    layout_option,
+    output_option,
+    output_options,
+    thread_option,
+)
 
 if TYPE_CHECKING:
-    from xcr0tool.model.image import XsaveImage
+    from xcr0tool.render.output import View
 
 
 @click.command()
 @click.argument("source", default="-", required=False, shell_complete=complete_path)
+@thread_option
 @click.option(
     "--xcr0",
     "mask_value",
@@ -37,15 +45,17 @@ if TYPE_CHECKING:
 @click.option("--from-xcr0", "from_xcr0", type=MASK, help="XCR0 of a raw image that carries none.")
 @layout_option
 @output_option
+@output_options(json=False, text=False)
 def mask(
     source: str,
+    thread: str | None,
     mask_value: int,
     keep_size: bool,
     keep_sw_bytes: bool,
     from_xcr0: int | None,
     layout: str | None,
     output: str | None,
-) -> None:
+) -> View:
     """Write the image as if saved with XCR0' = XCR0 & MASK.
 
     XCR0' must be a value XCR0 can hold (x87 always; AVX needs SSE; AVX-512's three
@@ -61,7 +71,7 @@ def mask(
     SOURCE is a raw image, `-` for standard input (the default), or an ELF core: a core
     gives a core in which every thread's NT_X86_XSTATE (and the NT_X86_XSAVE_LAYOUT note)
     is masked;
-    CORE@TID gives that thread's raw image.
+    CORE@TID (or --thread TID) gives that thread's raw image.
 
     \b
     Examples:
@@ -69,36 +79,17 @@ def mask(
       xcr0tool extract core.4242 | xcr0tool mask --xcr0 0x7 | xcr0tool decode -
       xcr0tool mask --xcr0 0x3 --keep-size image.bin -o sse-only.bin
     """
-    from xcr0tool.arch.components import CATALOGUE_MASK, SUPERVISOR_MASK, bits, describe_mask
-    from xcr0tool.ops import corewrite, transforms
+    from xcr0tool.ops.rewrite import mask as mask_source
+    from xcr0tool.render.output import View
 
-    corewrite.refuse_terminal(output)
-    reports: list[transforms.MaskReport] = []
-
-    def apply(image: XsaveImage) -> XsaveImage:
-        masked, report = transforms.mask(image, mask_value, keep_size, keep_sw_bytes)
-        reports.append(report)
-        return masked
-
-    with corewrite.open_input(source, layout_option=layout, xcr0=from_xcr0) as opened:
-        result = opened.result
-        for warning in result.warnings:
-            click.echo(f"xcr0tool: warning: {warning}", err=True)
-        masked = corewrite.transform_images(opened, apply)
-        corewrite.write_result(opened, masked, output)
-    # Reported once the output is written: these lines describe what it holds.
-    first = reports[0]
-    # Only user components the catalogue names: an all-ones MASK asks for every bit, and
-    # supervisor bits are never XCR0's.
-    absent = first.absent & CATALOGUE_MASK & ~SUPERVISOR_MASK
-    if absent:
-        click.echo(
-            f"xcr0tool: note: the image has no {describe_mask(absent)} (XCR0"
-            f" {first.xcr0_before:#x}): masking never adds a feature",
-            err=True,
-        )
-    removed = 0
-    for report in reports:
-        removed |= report.removed
-    for line in corewrite.component_lines("removed", result.images, bits(removed)):
-        click.echo(f"xcr0tool: {line}", err=True)
+    done = mask_source(
+        source,
+        mask_value,
+        thread=thread,
+        keep_size=keep_size,
+        keep_sw_bytes=keep_sw_bytes,
+        from_xcr0=from_xcr0,
+        layout=layout,
+        output=output,
+    )
+    return View(warnings=done.warnings)

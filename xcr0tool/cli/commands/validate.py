@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from xcr0tool.cli.options import MASK, complete_path, json_option, layout_option
+from xcr0tool.cli.options import MASK, complete_path, layout_option, output_options, thread_option
+
+if TYPE_CHECKING:
+    from xcr0tool.render.output import View
 
 CHECK_CHOICES = ("cpu", "linux-ptrace", "sigreturn")  # validate.CHECKS, without importing it
 
 
 @click.command()
 @click.argument("image", shell_complete=complete_path)
+@thread_option
 @click.option(
     "--xcr0", type=MASK, help="XCR0 to check against (default: the image's, else this machine's)."
 )
@@ -43,9 +47,10 @@ CHECK_CHOICES = ("cpu", "linux-ptrace", "sigreturn")  # validate.CHECKS, without
     " sigreturn: a signal frame's fpstate as rt_sigreturn takes it.",
 )
 @layout_option
-@json_option
+@output_options()
 def validate(
     image: str,
+    thread: str | None,
     xcr0: int | None,
     xss: int | None,
     instruction: str,
@@ -53,8 +58,7 @@ def validate(
     mxcsr_mask: int | None,
     check: str,
     layout: str | None,
-    as_json: bool,
-) -> None:
+) -> View:
     """Would XRSTOR raise #GP on IMAGE, and every reason why (rule, byte offset, value).
 
     Also reports what loads but surprises: bytes behind components in init state, an
@@ -66,35 +70,26 @@ def validate(
     (TRACE@EVENT for one frame) or a CRIU image directory.
 
     Exit status: 0 accepted, 1 would fault or be rejected, 2 trouble.
+
+    \b
+    Examples:
+      xcr0tool validate image.bin                     would XRSTOR take it here
+      xcr0tool validate --xcr0 0x7 --layout amd-zen3 image.bin
+      xcr0tool validate --as linux-ptrace core.4242   would PTRACE_SETREGSET take each thread
+      xcr0tool validate --as sigreturn --json frame.bin
     """
-    from xcr0tool.layouts.files import resolve_layout_option
-    from xcr0tool.ops.validate import host_facts, load_subjects, make_target
-    from xcr0tool.ops.validate import validate as run_rules
-    from xcr0tool.render import validate as render_validate
+    from xcr0tool.ops.check import check_source
+    from xcr0tool.render.validate import validate_view
 
-    explicit = resolve_layout_option(layout)
-    host = host_facts()
-    items = []
-    for subject in load_subjects(image, layout_option=layout, xcr0=xcr0):
-        target = make_target(
-            subject,
-            check=check,
-            instruction=instruction,
-            xcr0=xcr0,
-            xss=xss,
-            rfbm=rfbm,
-            mxcsr_mask=mxcsr_mask,
-            layout=explicit,
-            host=host,
-        )
-        items.append((subject, run_rules(subject, target)))
-    if as_json:
-        from xcr0tool.files.output import write_json
-
-        write_json(render_validate.validate_json(check, items))
-    elif sys.stdout.isatty():
-        render_validate.validate_rich(check, items)
-    else:
-        sys.stdout.write(render_validate.validate_text(check, items))
-    if not all(report.accepted for _, report in items):
-        raise click.exceptions.Exit(1)
+    checked = check_source(
+        image,
+        thread=thread,
+        check=check,
+        instruction=instruction,
+        xcr0=xcr0,
+        xss=xss,
+        rfbm=rfbm,
+        mxcsr_mask=mxcsr_mask,
+        layout=layout,
+    )
+    return validate_view(checked)

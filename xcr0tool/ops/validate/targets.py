@@ -177,13 +177,18 @@ def _size_layout(
 
 # Inputs ------------------------------------------------------------------------------------
 def load_subjects(
-    name: str, *, layout_option: str | None = None, xcr0: int | None = None
+    name: str,
+    *,
+    layout_option: str | None = None,
+    xcr0: int | None = None,
+    warnings: list[str] | None = None,
 ) -> list[Subject]:
     """The images of a source, as subjects, read by the one source reader
     (sources/open.py: files, `-` with a raw image or a core piped in, cores, processes,
     self). Raw images are taken whatever their header says: a header XRSTOR would fault
     on is what this command is for, so a model that cannot be built leaves only the
-    content checks undone."""
+    content checks undone. The source's warnings (an ignored --layout, ...) are added to
+    `warnings`."""
     from xcr0tool.layouts.files import resolve_layout_option
     from xcr0tool.sources.open import RawInput, images_of, opened_input
 
@@ -194,6 +199,8 @@ def load_subjects(
         if isinstance(found, RawInput):
             return [subject_from_bytes(found.data, found.origin, explicit, xcr0)]
         result = images_of(found, explicit, xcr0)
+        if warnings is not None:
+            warnings.extend(result.warnings)
         return [Subject(image.data, image.origin, image) for image in result.images]
 
 
