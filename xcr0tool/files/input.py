@@ -335,12 +335,12 @@ def _stdin_stream() -> BinaryIO:
         )
     try:
         os.fstat(buffer.fileno())
+    except (AttributeError, io.UnsupportedOperation, ValueError):
+        pass  # no descriptor (an in-memory stream, as click's CliRunner gives): a stream
     except OSError:
         raise InputError(
             STDIN, "standard input is closed: pipe an image or a core in, or name a SOURCE"
         ) from None
-    except (AttributeError, io.UnsupportedOperation, ValueError):
-        pass  # not a real descriptor (a test's BytesIO): read it as a stream
     return buffer
 
 

@@ -32,7 +32,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from xcr0tool.errors import InputError, XcrError
 from xcr0tool.files.input import CHUNK, Input, reason
@@ -127,8 +127,17 @@ class Sink:
     """Sequential output: bytes, zeros (holes where the target can have them) and copies
     of an input's ranges (its holes kept)."""
 
-    def __init__(self, fd: int, name: str, *, holes: bool, bar: _Bar | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        name: str,
+        *,
+        holes: bool,
+        bar: _Bar | None = None,
+        stream: IO[bytes] | None = None,
+    ) -> None:
         self._fd = fd
+        self._stream = stream  # for a standard output with no descriptor (in-memory)
         self.name = name
         self.holes = holes  # a regular file: zeros can be a hole
         self.position = 0
@@ -147,6 +156,10 @@ class Sink:
         view = memoryview(data)
         total = len(view)
         try:
+            if self._stream is not None:
+                self._stream.write(view)
+                self._advance(total)
+                view = view[total:]
             while view:
                 done = os.write(self._fd, view[:CHUNK])
                 view = view[done:]
@@ -233,7 +246,12 @@ def write_output(
     from (None: no regular file). `size`: the expected output size, for a progress bar.
     Binary output is refused on a terminal."""
     if path is None or path == "-":
-        _write_fd(sys.stdout.fileno(), "<stdout>", fill, binary=binary, size=size, flush=True)
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, ValueError, OSError):
+            _write_stream(fill, binary=binary)
+            return
+        _write_fd(fd, "<stdout>", fill, binary=binary, size=size, flush=True)
         return
     own, through = _plan(path)
     if own is not None:
@@ -310,6 +328,16 @@ def _write_fd(
     if binary and os.isatty(fd):
         refuse_terminal()
     _fill(Sink(fd, name, holes=_regular(fd), bar=_bar(name, size)), fill)
+
+
+def _write_stream(fill: Callable[[Sink], object], *, binary: bool) -> None:
+    """Standard output with no descriptor (an in-memory one, as click's CliRunner and
+    embedding programs give): through its binary buffer, zeros written out."""
+    if binary and stdout_is_terminal():
+        refuse_terminal()
+    stream: IO[bytes] = getattr(sys.stdout, "buffer", sys.stdout)
+    _fill(Sink(-1, "<stdout>", holes=False, stream=stream), fill)
+    stream.flush()
 
 
 def _fill(sink: Sink, fill: Callable[[Sink], object]) -> None:
