@@ -32,7 +32,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from xcr0tool.errors import InputError, XcrError
 from xcr0tool.files.input import CHUNK, Input, reason
@@ -335,7 +335,7 @@ def _write_stream(fill: Callable[[Sink], object], *, binary: bool) -> None:
     embedding programs give): through its binary buffer, zeros written out."""
     if binary and stdout_is_terminal():
         refuse_terminal()
-    stream: IO[bytes] = getattr(sys.stdout, "buffer", sys.stdout)
+    stream = cast("IO[bytes]", getattr(sys.stdout, "buffer", None) or sys.stdout)
     _fill(Sink(-1, "<stdout>", holes=False, stream=stream), fill)
     stream.flush()
 
