@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from clirunner import one_line_error, run
+from paths import REPO
 
 from xcr0tool.cli.main import cli
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
 
 
@@ -24,7 +24,7 @@ def test_every_command_has_help_and_is_documented(command: str) -> None:
     text = result.stdout.decode()
     assert "(being built)" not in text
     assert len(text.splitlines()) > 5
-    assert f"xcr0tool {command}" in (ROOT / "README.md").read_text()
+    assert f"xcr0tool {command}" in (REPO / "README.md").read_text()
 
 
 def test_completion_offers_every_command() -> None:
@@ -36,7 +36,7 @@ def test_completion_offers_every_command() -> None:
 
 
 def test_changelog_mentions_every_command() -> None:
-    changelog = (ROOT / "CHANGELOG.md").read_text()
+    changelog = (REPO / "CHANGELOG.md").read_text()
     assert changelog.startswith("# Changelog")
     assert "## [Unreleased]" in changelog
     for command in COMMANDS:
@@ -174,7 +174,7 @@ def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
 
 
 # Bad cores, made from a real one ---------------------------------------------------------
-CORE = ROOT / "tests" / "fixtures" / "linux-amd-avx512bw-1t.core"
+CORE = REPO / "tests" / "fixtures" / "linux-amd-avx512bw-1t.core"
 
 
 def xstate_note_header_offset(data: bytes) -> int:
@@ -246,7 +246,7 @@ def command_bodies() -> dict[str, int]:
     import ast
 
     bodies = {}
-    for path in sorted((ROOT / "xcr0tool" / "cli").rglob("*.py")):
+    for path in sorted((REPO / "xcr0tool" / "cli").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.FunctionDef):
                 continue
@@ -300,7 +300,7 @@ def test_top_level_help_names_sources_and_exit_codes() -> None:
 def test_man_page_is_current() -> None:
     from xcr0tool.cli.manpage import manpage
 
-    shipped = (ROOT / "man" / "xcr0tool.1").read_text()
+    shipped = (REPO / "man" / "xcr0tool.1").read_text()
     assert manpage(cli) == shipped, "regenerate: python3 -m xcr0tool.cli.manpage > man/xcr0tool.1"
     for command in COMMANDS:
         assert f".SS xcr0tool {command}" in shipped or f".SS xcr0tool {command}\n" in shipped
@@ -312,7 +312,7 @@ def test_man_page_renders_without_warnings() -> None:
     if shutil.which("groff") is None:
         pytest.skip("groff is not installed")
     result = subprocess.run(
-        ["groff", "-man", "-Tutf8", "-ww", "-z", str(ROOT / "man" / "xcr0tool.1")],
+        ["groff", "-man", "-Tutf8", "-ww", "-z", str(REPO / "man" / "xcr0tool.1")],
         capture_output=True,
         text=True,
         check=False,

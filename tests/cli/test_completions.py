@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
 from xcr0tool.arch.components import CATALOGUE, COMPACTED_BIT, EXTENDED_START, SUPERVISOR_MASK
 from xcr0tool.cli.main import cli
@@ -35,7 +36,6 @@ from xcr0tool.layouts.profiles import PROFILES
 from xcr0tool.model.layout import layout_from_cpuid
 from xcr0tool.model.registers import register_names, registers
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = set(cli.commands)  # type: ignore[attr-defined]
 SHELLS = ("bash", "zsh", "fish")
 TIMEOUT = 30.0  # seconds for one completion: the program runs once per TAB
@@ -82,14 +82,14 @@ def generated_script(shell: str) -> str:
         env={**os.environ, "_XCR0TOOL_COMPLETE": f"{shell}_source"},
         capture_output=True,
         check=False,
-        cwd=ROOT,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.decode()
 
 
 def shipped_script(shell: str) -> str:
-    return (ROOT / "completions" / f"xcr0tool.{shell}").read_text()
+    return (REPO / "completions" / f"xcr0tool.{shell}").read_text()
 
 
 def need(shell: str) -> str:
@@ -115,7 +115,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bin_dir.mkdir()
     shim = bin_dir / "xcr0tool"
     shim.write_text(
-        f'#!/bin/sh\nPYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}"'
+        f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}"'
         ' -m xcr0tool "$@"\n'
     )
     shim.chmod(0o755)

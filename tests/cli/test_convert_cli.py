@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from clirunner import ok, one_line_error, run, stderr_lines
-from test_transforms import image_for, xsaves_image
+from images import image_for, xsaves_image
+from paths import FIXTURES
 
 from xcr0tool.arch.offsets import XCOMP_BV
 from xcr0tool.layouts.profiles import profile_layout
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
     from coremaker import MadeCore
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_CORE = FIXTURES / "linux-amd-avx512bw-4t.core"
 TERMINAL = "xcr0tool: refusing to write binary data to a terminal: pass -o FILE or pipe the output"
 

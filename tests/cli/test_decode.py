@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from clirunner import Ran, run
+from paths import FIXTURES, GOLDEN
 
 from xcr0tool.ops.inspect import decode
 from xcr0tool.render import image as render
 from xcr0tool.render.styled import Screen
 from xcr0tool.sources.elfcore import NT_X86_XSTATE, read_core, write_core
 
-FIXTURES = Path(__file__).parent / "fixtures"
 ONE = FIXTURES / "linux-amd-avx512bw-1t.core"
 FOUR = FIXTURES / "linux-amd-avx512bw-4t.core"
-GOLDEN = Path(__file__).parent / "golden"
 
 
 def xcr0tool(*args: str, env: dict[str, str] | None = None) -> Ran:

@@ -1,7 +1,7 @@
 """`xcr0tool host` against this CPU as a C helper reads it, /proc/cpuinfo and the layout
 round trip; `decode self`; and the rendering of a host whose CPUID contradicts itself.
 
-The C helper is test_cpu's (CPUID through <cpuid.h>, XGETBV and FXSAVE through inline
+The C helper is tests/cpuid_helper.py's (CPUID through <cpuid.h>, XGETBV and FXSAVE through inline
 asm, compiled at test time): it shares no code with the tool's hand-assembled stubs.
 """
 
@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_cpu
-from test_cli import one_line_error, run
-from test_cpu import ZEN4, Oracle, cpuinfo_cpu0, needs_xsave
+from clirunner import one_line_error, run
+from cpuid_helper import ZEN4, Oracle, cpuinfo_cpu0, helper_oracle, needs_xsave
 
 from xcr0tool.cli.main import main
 from xcr0tool.layouts.files import load_layout_file
@@ -32,7 +31,11 @@ pytestmark = [
     pytest.mark.skipif(not cpu.is_x86_64_linux(), reason="needs Linux on x86-64"),
 ]
 
-oracle = test_cpu.oracle  # the C helper, compiled once per module
+
+@pytest.fixture(scope="module")
+def oracle() -> Oracle:
+    return helper_oracle()
+
 
 COMPACTED = 1 << 63
 

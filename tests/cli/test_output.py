@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from clirunner import PROGRAM, REPO, ok, run
-from test_diff import make_image, write
+from images import make_image, write
+from paths import FIXTURES
 
 from xcr0tool.ops import diff as ops_diff
 from xcr0tool.ops.inspect import Decoded, decode, summarise
@@ -28,7 +29,6 @@ from xcr0tool.render.output import SCHEMA, longer_than, pager_command, wants_col
 from xcr0tool.render.styled import Screen
 from xcr0tool.sources.open import SourceResult, open_source
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ONE = FIXTURES / "linux-amd-avx512bw-1t.core"
 FOUR = FIXTURES / "linux-amd-avx512bw-4t.core"
 IGNORED = (

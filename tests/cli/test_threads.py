@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from clirunner import ok, one_line_error, run
+from paths import FIXTURES
 
 from xcr0tool.sources import cpu
 from xcr0tool.sources.elfcore import read_core
 
-FOUR = Path(__file__).resolve().parent / "fixtures" / "linux-amd-avx512bw-4t.core"
+FOUR = FIXTURES / "linux-amd-avx512bw-4t.core"
 CORE = read_core(str(FOUR))
 TIDS = [t.tid for t in CORE.threads]
 THIRD = TIDS[2]

@@ -24,8 +24,9 @@ from typing import Any
 import compat_reference as ref
 import make_rr_trace as mk
 import pytest
+from clirunner import run_text, text_error
 from coremaker import MadeCore
-from test_rr import frames_for, one_line_error, run
+from paths import REPO
 
 from xcr0tool.errors import XcrError
 from xcr0tool.model.machine import InUse, Machine
@@ -33,7 +34,6 @@ from xcr0tool.ops.compat import compat
 from xcr0tool.render.compat import compat_text, state_words
 from xcr0tool.sources.machines import resolve_machine, resolve_machines
 
-REPO = Path(__file__).resolve().parent.parent
 CPUID_CORPUS = Path(os.environ.get("XCR0TOOL_CPUID_CORPUS", REPO.parent / "shared" / "cpuid"))
 RAPHAEL = CPUID_CORPUS / "AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt"
 ZEN4_CORE = REPO / "tests" / "fixtures" / "linux-amd-avx512bw-4t.core"  # Zen 4 note, XCR0 0xe7
@@ -171,7 +171,7 @@ def host_trace(tmp_path_factory: pytest.TempPathFactory, state: mk.CoreState) ->
     tools()
     return mk.write_trace(
         tmp_path_factory.mktemp("trace") / "here-0", mk.host_cpuid_records(), state.xcr0,
-        frames_for(state), block_size=2000,
+        mk.frames_for(state), block_size=2000,
     )  # fmt: skip
 
 
@@ -188,7 +188,7 @@ def zen4_trace(tmp_path_factory: pytest.TempPathFactory, state: mk.CoreState) ->
         for tid, image in state.xstate.items()
     }
     return mk.write_trace(
-        tmp_path_factory.mktemp("trace") / "zen4-0", records, 0xE7, frames_for(state, images)
+        tmp_path_factory.mktemp("trace") / "zen4-0", records, 0xE7, mk.frames_for(state, images)
     )
 
 
@@ -244,7 +244,7 @@ def test_a_trace_recorded_here_against_host(host_trace: mk.Trace, state: mk.Core
     ]
     assert all(not c.lost and not c.moved for c in result.images)
     assert result.portable and result.portable_xcr0 == host_xcr0
-    cli = run("compat", "--json", str(host_trace.path), "host")
+    cli = run_text("compat", "--json", str(host_trace.path), "host")
     assert cli.returncode == 0, cli.stderr
     data = json.loads(cli.stdout)
     assert [(i["machine"], i["tid"], i["event"]) for i in data["images"]] == [
@@ -271,7 +271,7 @@ def test_a_zen4_trace_against_host(zen4_trace: mk.Trace) -> None:
         assert (check.event, check.tid) == (index, frame.tid)
         assert check.lost == (((1, lacking),) if lacking else ())
         assert check.moved == (((1, elsewhere),) if elsewhere else ())
-    cli = run("compat", str(zen4_trace.path), "host")
+    cli = run_text("compat", str(zen4_trace.path), "host")
     assert cli.returncode == (0 if result.portable else 1), cli.stderr
     assert not result.portable or host_xcr0 == 0xE7
     for index, frame in frames:
@@ -290,7 +290,7 @@ def test_trace_frames_against_an_avx_only_profile(host_trace: mk.Trace) -> None:
     if not xstate_bv(frames[0][1].xsave) & 0xE0:
         pytest.skip("this CPU saved no AVX-512 state in the core")
     zen3 = resolve_machine("amd-zen3")
-    cli = run("compat", str(host_trace.path), "amd-zen3")
+    cli = run_text("compat", str(host_trace.path), "amd-zen3")
     assert cli.returncode == 1
     for index, frame in frames:
         assert frame.xsave is not None
@@ -300,7 +300,7 @@ def test_trace_frames_against_an_avx_only_profile(host_trace: mk.Trace) -> None:
             " that [1] amd-zen3 lacks"
         )
         assert line in cli.stdout
-    data = json.loads(run("compat", "--json", str(host_trace.path), "amd-zen3").stdout)
+    data = json.loads(run_text("compat", "--json", str(host_trace.path), "amd-zen3").stdout)
     assert [(i["event"], i["lost_on"]) for i in data["images"]] == [(i, [1]) for i, _ in frames]
 
 
@@ -319,7 +319,7 @@ def test_bad_rr_descriptions(host_trace: mk.Trace, tmp_path: Path) -> None:
     no_version = tmp_path / "no-version"
     no_version.mkdir()
     (no_version / "events").write_bytes((host_trace.path / "events").read_bytes())
-    assert one_line_error(run("compat", str(no_version), "host")) == (
+    assert text_error(run_text("compat", str(no_version), "host")) == (
         f"{no_version}: an rr trace directory without its version file, the header that"
         " holds the recording machine's CPUID and XCR0"
     )
@@ -327,14 +327,14 @@ def test_bad_rr_descriptions(host_trace: mk.Trace, tmp_path: Path) -> None:
     other.mkdir()
     version = (host_trace.path / "version").read_bytes()
     (other / "version").write_bytes(b"84\n" + version[3:])
-    assert one_line_error(run("compat", str(other), "intel")) == (
+    assert text_error(run_text("compat", str(other), "intel")) == (
         f"{other / 'version'}: rr trace version 84: only version 85 (rr 5.x) can be read;"
         " a trace of another rr version needs that rr"
     )
     cut = tmp_path / "cut"
     cut.mkdir()
     (cut / "version").write_bytes(version[:40])
-    assert one_line_error(run("compat", str(cut), "intel")).startswith(
+    assert text_error(run_text("compat", str(cut), "intel")).startswith(
         f"{cut / 'version'}: the Header message after the version line: truncated"
     )
     broken = tmp_path / "broken"
@@ -342,7 +342,7 @@ def test_bad_rr_descriptions(host_trace: mk.Trace, tmp_path: Path) -> None:
     (broken / "version").write_bytes(version)
     events = (host_trace.path / "events").read_bytes()
     (broken / "events").write_bytes(events[:-10])
-    message = one_line_error(run("compat", str(broken), "intel"))
+    message = text_error(run_text("compat", str(broken), "intel"))
     assert message.startswith(f"{broken / 'events'}: frame ")
     assert "truncated" in message
 
@@ -430,7 +430,7 @@ def test_cpuinfo_that_criu_refuses(tmp_path: Path) -> None:
 
 def test_a_criu_dump_made_here_against_host(host_criu: Path, state: mk.CoreState) -> None:
     _table, host_xcr0 = cpu()
-    cli = run("compat", "--json", str(host_criu), "host")
+    cli = run_text("compat", "--json", str(host_criu), "host")
     data = json.loads(cli.stdout)
     assert cli.returncode == (0 if data["portable_xcr0"] == hex(host_xcr0) else 1)
     assert data["machines"][0]["xcr0"] == data["machines"][1]["xcr0"] or host_xcr0 & ~0x602FF
@@ -457,7 +457,7 @@ def test_a_zen4_criu_dump_against_host(zen4_criu: Path, state: mk.CoreState) -> 
     want = ref.cpu_validate_cpuinfo_fpu(zen4_cpuinfo(), ref.compel_cpuid(table))
     (got,) = [v for v in result.criu if (v.dumped_on, v.restored_on) == (0, 1)]
     assert (got.restores, got.reason) == (want is None, want)
-    cli = run("compat", str(zen4_criu), "host")
+    cli = run_text("compat", str(zen4_criu), "host")
     assert cli.returncode == (0 if result.portable else 1)
     for (tid, image), check in zip(state.xstate.items(), result.images, strict=True):
         in_use = xstate_bv(image) & state.xcr0 & 0x2E7
@@ -481,7 +481,7 @@ def test_one_core_image_is_a_machine(zen4_criu: Path, state: mk.CoreState, tmp_p
     assert machine.kind == "criu" and [s.tid for s in machine.images] == [tid]
     alone = tmp_path / f"core-{tid}.img"
     alone.write_bytes((zen4_criu / f"core-{tid}.img").read_bytes())
-    assert one_line_error(run("compat", str(alone), "intel")) == (
+    assert text_error(run_text("compat", str(alone), "intel")) == (
         f"{alone}: a CRIU core image without cpuinfo.img beside it (criu dump writes it only"
         " with --cpu-cap): nothing says the dumping machine's XSAVE features and sizes"
     )
@@ -492,10 +492,10 @@ def test_bad_criu_descriptions(zen4_criu: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong" / "cpuinfo.img"
     wrong.parent.mkdir()
     wrong.write_bytes(pstree.read_bytes())
-    assert one_line_error(run("compat", str(wrong), "intel")) == (
+    assert text_error(run_text("compat", str(wrong), "intel")) == (
         f"{wrong}: a CRIU PSTREE image: a MACHINE is cpuinfo.img, a core-TID.img or their directory"
     )
-    assert one_line_error(run("compat", str(wrong.parent), "intel")) == (
+    assert text_error(run_text("compat", str(wrong.parent), "intel")) == (
         f"{wrong}: not a CRIU CPUINFO image: magic 0x50273030 (PSTREE) at byte 4,"
         " expected 0x61404013"
     )
@@ -504,20 +504,20 @@ def test_bad_criu_descriptions(zen4_criu: Path, tmp_path: Path) -> None:
     cut.parent.mkdir()
     cut.write_bytes(data[:-20])
     size = int.from_bytes(data[8:12], "little")
-    assert one_line_error(run("compat", str(cut), "intel")) == (
+    assert text_error(run_text("compat", str(cut), "intel")) == (
         f"{cut}: truncated: the entry at byte 8 claims {size} bytes, {size - 20} are left"
     )
     huge = tmp_path / "huge" / "cpuinfo.img"
     huge.parent.mkdir()
     huge.write_bytes(data[:8] + bytes(70000))
-    assert one_line_error(run("compat", str(huge), "intel")) == (
+    assert text_error(run_text("compat", str(huge), "intel")) == (
         f"{huge}: over 65536 bytes: too large for a CRIU cpuinfo.img"
     )
     no_cpuinfo = tmp_path / "no-cpuinfo"
     no_cpuinfo.mkdir()
     for image in zen4_criu.glob("core-*.img"):
         (no_cpuinfo / image.name).write_bytes(image.read_bytes())
-    assert one_line_error(run("compat", str(no_cpuinfo), "intel")) == (
+    assert text_error(run_text("compat", str(no_cpuinfo), "intel")) == (
         f"{no_cpuinfo}: CRIU images without cpuinfo.img (criu dump writes it only with"
         " --cpu-cap): nothing says the dumping machine's XSAVE features and sizes"
     )
@@ -570,8 +570,8 @@ def test_saved_state_against_host_is_listed(
         spec = str(folder)
         source = places(zen4_leaf, 0x2E7)
         saved = [(str(t), xstate_bv(i) & state.xcr0 & 0x2E7) for t, i in state.xstate.items()]
-    cli = run("compat", spec, "host")
-    data = json.loads(run("compat", "--json", spec, "host").stdout)
+    cli = run_text("compat", spec, "host")
+    data = json.loads(run_text("compat", "--json", spec, "host").stdout)
     portable = all(m["xcr0"] == data["portable_xcr0"] for m in data["machines"])
     assert cli.returncode == (0 if portable else 1), cli.stderr
     assert not portable or host_xcr0 in (0xE7, 0x2E7)
@@ -607,13 +607,13 @@ def test_at_selects_one_frame_or_thread(
     assert [(s.event, s.tid, s.in_use) for s in one.images] == [
         (index, frame.tid, xstate_bv(frame.xsave))
     ]
-    assert one_line_error(run("compat", f"{host_trace.path}@0", "intel")) == (
+    assert text_error(run_text("compat", f"{host_trace.path}@0", "intel")) == (
         f"{host_trace.path}@0: frame 0 of the events file carries no XSAVE data (or does not exist)"
     )
     tid = list(state.xstate)[-1]
     assert [s.tid for s in resolve_machine(f"{zen4_criu}@{tid}").images] == [tid]
     assert [s.tid for s in resolve_machine(f"{ZEN4_CORE}@6786").images] == [6786]
-    assert one_line_error(run("compat", f"{RAPHAEL}@1", "intel")) == (
+    assert text_error(run_text("compat", f"{RAPHAEL}@1", "intel")) == (
         f"{RAPHAEL}@1: @N selects a thread of a core or a CRIU image directory, or a frame"
         f" of an rr trace, and {RAPHAEL} is none of them"
     )

@@ -11,34 +11,12 @@ from typing import Any
 
 import pytest
 from clirunner import ok, run
+from corpus_facts import LLDB_ST, LLDB_XMM
 
 CORPUS = os.environ.get("XCR0TOOL_CORPUS")
 pytestmark = pytest.mark.skipif(
     not CORPUS, reason="XCR0TOOL_CORPUS is not set (a directory of third-party cores)"
 )
-
-# LLDB's test program: fldpi; fldz; fld1; fldl2e; fldln2; fldl2t; fld1; fldlg2, so st0 is
-# lg2 and st7 is pi; then vbroadcastss of eight constants into xmm0-7.
-LLDB_ST = [
-    "99 f7 cf fb 84 9a 20 9a fd 3f",
-    "00 00 00 00 00 00 00 80 ff 3f",
-    "fe 8a 1b cd 4b 78 9a d4 00 40",
-    "ac 79 cf d1 f7 17 72 b1 fe 3f",
-    "bc f0 17 5c 29 3b aa b8 ff 3f",
-    "00 00 00 00 00 00 00 80 ff 3f",
-    "00 00 00 00 00 00 00 00 00 00",
-    "35 c2 68 21 a2 da 0f c9 00 40",
-]
-LLDB_XMM = [
-    0x46643129,
-    0x6486ED9C,
-    0xD71FC207,
-    0x254820A2,
-    0xC4A85AEB,
-    0x0B204149,
-    0x4F8BF1F8,
-    0xCD30F113,
-]
 
 
 def decode(name: str) -> dict[str, Any]:

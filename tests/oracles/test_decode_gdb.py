@@ -31,7 +31,16 @@ from coremaker import (
     read_notes,
     xsave_layout_records,
 )
-from gdb_oracle import GdbView, gdb_view, misplaced_components
+from gdb_oracle import (
+    CONTRACT,
+    GdbView,
+    decoded_registers,
+    gdb_view,
+    misplaced_components,
+    missing_registers,
+    register_diff,
+)
+from paths import FIXTURES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,8 +49,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.gdb
 
-REPO = Path(__file__).resolve().parent.parent
-HEX = re.compile(r"^0x[0-9a-f]+$")
 
 # (seed, threads, isa): several seeds, 1, 3 and 8 threads, with all this CPU has;
 # then runs that leave the wider registers alone (their components may then be
@@ -60,10 +67,6 @@ ALWAYS_SHOWN = (
     {f"st{i}" for i in range(8)}
     | {"fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop", "mxcsr"}
     | {f"xmm{n}" for n in range(16)}
-)
-# gdb registers the decode JSON must carry whenever gdb shows them.
-CONTRACT = re.compile(
-    r"^(st[0-7]|f(ctrl|stat|tag|iseg|ioff|oseg|ooff|op)|mxcsr|[xyz]mm\d+|k[0-7]|pkru)$"
 )
 
 
@@ -112,34 +115,6 @@ def _decode(core: Path) -> dict[str, object]:
     return data
 
 
-def _json_registers(out: dict[str, object]) -> dict[int, dict[str, int]]:
-    threads = out["threads"]
-    assert isinstance(threads, list)
-    result: dict[int, dict[str, int]] = {}
-    for thread in threads:
-        regs = {}
-        for name, text in thread["registers"].items():
-            assert HEX.match(text), f"tid {thread['tid']} {name}: {text!r} is not lowercase 0x hex"
-            regs[name] = int(text, 16)
-        result[thread["tid"]] = regs
-    return result
-
-
-def _diff(
-    want: dict[int, dict[str, int]], got: dict[int, dict[str, int]], skip: set[str] | None = None
-) -> list[str]:
-    """Where got differs from want, over the registers both have."""
-    skip = skip or set()
-    bad = []
-    for tid, regs in want.items():
-        for name, value in regs.items():
-            if name in skip or name not in got.get(tid, {}):
-                continue
-            if got[tid][name] != value:
-                bad.append(f"tid {tid} {name}: want {value:#x}, got {got[tid][name]:#x}")
-    return bad
-
-
 def _xstate_by_tid(core: Path) -> dict[int, bytes]:
     """Each thread's NT_X86_XSTATE: the one after its NT_PRSTATUS (pr_pid at 32)."""
     out: dict[int, bytes] = {}
@@ -150,15 +125,6 @@ def _xstate_by_tid(core: Path) -> dict[int, bytes]:
         elif note.name == "LINUX" and note.type == NT_X86_XSTATE and tid is not None:
             out[tid] = note.desc
     return out
-
-
-def _missing(want: dict[int, dict[str, int]], got: dict[int, dict[str, int]]) -> list[str]:
-    return [
-        f"tid {tid} {name}"
-        for tid, regs in want.items()
-        for name in regs
-        if name not in got.get(tid, {})
-    ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -176,7 +142,7 @@ def test_gdb_oracle_matches_program_intent(
     skip = _untrusted(made)
     # the x87 and SSE registers at least are compared: gdb always shows them
     # and no layout question touches them
-    bad = _diff(made.expected, view.registers, skip)
+    bad = register_diff(made.expected, view.registers, skip)
     assert not bad, f"{len(bad)} registers differ:\n" + "\n".join(bad[:40])
 
 
@@ -190,7 +156,7 @@ def test_decode_matches_gdb(
     made, view = made_cores(kind, *case)
     out = _decode(made.core)
     assert out["kind"] == "elf-core"
-    ours = _json_registers(out)
+    ours = decoded_registers(out)
     assert set(ours) == set(view.registers), "decode's threads are not gdb's"
 
     # the image facts, against the notes as read here
@@ -212,7 +178,7 @@ def test_decode_matches_gdb(
         if CONTRACT.match(name) and name not in ours[tid]
     ]
     assert not absent, "decode leaves out registers gdb shows: " + ", ".join(absent[:40])
-    bad = _diff(view.registers, ours)
+    bad = register_diff(view.registers, ours)
     assert not bad, f"{len(bad)} registers differ from gdb:\n" + "\n".join(bad[:40])
 
     # and what the program loaded, where this core holds it
@@ -220,9 +186,9 @@ def test_decode_matches_gdb(
     trusted = {
         tid: {n: v for n, v in regs.items() if n not in skip} for tid, regs in made.expected.items()
     }
-    missing = _missing(trusted, ours)
+    missing = missing_registers(trusted, ours)
     assert not missing, "decode leaves out registers the program set: " + ", ".join(missing[:40])
-    bad = _diff(trusted, ours)
+    bad = register_diff(trusted, ours)
     assert not bad, f"{len(bad)} registers differ from the program's:\n" + "\n".join(bad[:40])
 
 
@@ -234,8 +200,8 @@ def test_gdb_live_matches_program_intent(
         view = gdb_view(pid=live.pid)
         skip = set().union(*(component_registers(c) for c in misplaced_components(live.run.host)))
         assert set(view.registers) == set(live.expected)
-        assert not _missing(live.expected, view.registers)
-        bad = _diff(live.expected, view.registers, skip)
+        assert not missing_registers(live.expected, view.registers)
+        bad = register_diff(live.expected, view.registers, skip)
         assert not bad, "\n".join(bad[:40])
 
 
@@ -318,7 +284,6 @@ def test_kernel_core_notes(
 
 # ---- shipped fixtures: gdb's view recorded at fixture time (tests/make_fixtures.py) ----
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RECORDED = sorted(FIXTURES.glob("*.gdb.json"))
 
 
@@ -335,7 +300,7 @@ def test_shipped_fixture_matches_recorded_gdb(recorded: Path) -> None:
         for tid, regs in data["gdb"]["registers"].items()
     }
     out = _decode(core)
-    ours = _json_registers(out)
+    ours = decoded_registers(out)
     assert set(ours) == set(gdb) == set(made_by["tids"])
     absent = [
         f"tid {tid} {name}"
@@ -344,7 +309,7 @@ def test_shipped_fixture_matches_recorded_gdb(recorded: Path) -> None:
         if CONTRACT.match(name) and name not in ours[tid]
     ]
     assert not absent, "decode leaves out registers gdb showed: " + ", ".join(absent[:40])
-    bad = _diff(gdb, ours)
+    bad = register_diff(gdb, ours)
     assert not bad, f"{len(bad)} registers differ from gdb:\n" + "\n".join(bad[:40])
 
     skip = set(data["differs_from_program"])
@@ -358,9 +323,9 @@ def test_shipped_fixture_matches_recorded_gdb(recorded: Path) -> None:
         }
         for index, tid in enumerate(made_by["tids"])
     }
-    missing = _missing(program, ours)
+    missing = missing_registers(program, ours)
     assert not missing, "decode leaves out registers the program set: " + ", ".join(missing[:40])
-    bad = _diff(program, ours)
+    bad = register_diff(program, ours)
     assert not bad, f"{len(bad)} registers differ from the program's:\n" + "\n".join(bad[:40])
 
 

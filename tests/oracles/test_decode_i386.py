@@ -15,8 +15,9 @@ import pytest
 from clirunner import ok, run
 from coremaker import _clean_env, _core_globs, _core_pattern, _find_core
 from gdb_oracle import gdb_registers
+from paths import PROGS
 
-PROGRAM = Path(__file__).parent / "progs" / "regs32.c"
+PROGRAM = PROGS / "regs32.c"
 SEED = 7
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from clirunner import ok, run
+from paths import FIXTURES
 
 from xcr0tool.render.lanes import braced, float_lane, gdb_mantissa
 
@@ -118,7 +119,7 @@ def test_mantissa_groups() -> None:
 
 
 def test_decode_text_with_lanes(tmp_path: Path) -> None:
-    fixture = Path(__file__).parent / "fixtures" / "linux-amd-avx512bw-1t.core"
+    fixture = FIXTURES / "linux-amd-avx512bw-1t.core"
     text = ok(run("decode", "--lanes", "u64", "--reg", "xmm0", "--reg", "k0", str(fixture)))
     lines = text.decode().splitlines()
     xmm0 = next(line for line in lines if line.lstrip().startswith("xmm0 "))

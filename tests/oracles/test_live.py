@@ -3,7 +3,7 @@ every thread is released afterwards (after success, an error, and Ctrl-C), and a
 refused attach is one line and exit 2 in every command that takes a source.
 
 Two children: tests/progs/regs.c (coremaker.live_regs: seeded x87, SSE, AVX and
-AVX-512 values gdb can be compared with) and test_ptrace's child, whose workers count
+AVX-512 values gdb can be compared with) and tests/ptrace_child.py's child, whose workers count
 in a shared file, so that "runs on" is seen, not assumed.
 """
 
@@ -17,23 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_ptrace
+from clirunner import one_line_error, run
 from coremaker import component_registers, live_regs
-from gdb_oracle import gdb_view, misplaced_components
-from test_cli import one_line_error, run
-from test_decode_gdb import CONTRACT, _diff, _json_registers, _missing
-from test_ptrace import SLOT_VFORK, Spawn, Tracer, reader_held_by_vfork, value
+from gdb_oracle import (
+    CONTRACT,
+    decoded_registers,
+    gdb_view,
+    misplaced_components,
+    missing_registers,
+    register_diff,
+)
+from ptrace_child import SLOT_VFORK, Spawn, Tracer, host_isa, reader_held_by_vfork, value
 
 from xcr0tool.cli.main import main
 from xcr0tool.sources import cpu
 from xcr0tool.sources.ptrace import read_process_xstate
 
 pytestmark = pytest.mark.skipif(not cpu.is_x86_64_linux(), reason="needs Linux on x86-64")
-
-# test_ptrace's child and tracer, built once per session
-binaries = test_ptrace.binaries
-spawn = test_ptrace.spawn
-tracer = test_ptrace.tracer
 
 
 def decode_json(*args: str) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def test_decode_pid_equals_gdb_for_every_thread(
         assert_released(live.pid)
 
     assert (out["source"], out["kind"]) == (f"pid:{live.pid}", "process")
-    ours = _json_registers(out)
+    ours = decoded_registers(out)
     assert list(ours) == live.run.tids  # main thread first, then by tid
     assert set(view.registers) == set(ours)
     for thread in out["threads"]:
@@ -92,11 +92,11 @@ def test_decode_pid_equals_gdb_for_every_thread(
         tid: {n: v for n, v in regs.items() if n not in misread and CONTRACT.match(n)}
         for tid, regs in view.registers.items()
     }
-    assert not _missing(trusted, ours), _missing(trusted, ours)[:20]
-    bad = _diff(trusted, ours)
+    assert not missing_registers(trusted, ours), missing_registers(trusted, ours)[:20]
+    bad = register_diff(trusted, ours)
     assert not bad, f"{len(bad)} registers differ from gdb:\n" + "\n".join(bad[:40])
-    assert not _missing(live.expected, ours)
-    bad = _diff(live.expected, ours)
+    assert not missing_registers(live.expected, ours)
+    bad = register_diff(live.expected, ours)
     assert not bad, f"{len(bad)} registers differ from the program's:\n" + "\n".join(bad[:40])
     if misread:
         assert any(n in misread for regs in live.expected.values() for n in regs)
@@ -137,7 +137,7 @@ def test_a_thread_id_reads_the_whole_process_and_says_so(spawn: Spawn) -> None:
 
 
 def test_extract_one_thread(spawn: Spawn, tmp_path: Path) -> None:
-    child = spawn(3, "avx" if test_ptrace.host_isa() != "sse" else "sse")
+    child = spawn(3, "avx" if host_isa() != "sse" else "sse")
     tid = child.workers[2]
     by_option, by_at, first = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     assert (

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from test_diff import run
+from clirunner import run
 
 from xcr0tool.arch import mxcsr
 from xcr0tool.arch.components import COMPACTED_BIT

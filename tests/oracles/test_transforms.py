@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import random
 import struct
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from images import CET_U, LBR, PASID, image_for, xsaves_image
+from paths import FIXTURES
 
 from xcr0tool.arch import offsets
 from xcr0tool.arch.components import COMPACTED_BIT, LEGACY_SIZE, SUPERVISOR_MASK
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from coremaker import MadeCore
     from cpu_oracle import CpuOracle
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PLAIN_COMPONENTS = (2, 5, 6, 7)  # any bytes load without changing how the helper runs
 SW_BYTES = slice(offsets.SW_BYTES, LEGACY_SIZE)
 
@@ -216,20 +216,6 @@ def test_check_xcr0_message() -> None:
 # ----- built-in layouts (no CPU needed) -----------------------------------------------
 
 
-def image_for(layout: Layout, xcr0: int, seed: int, xstate_bv: int | None = None) -> XsaveImage:
-    """A standard image with random contents, every component of xcr0 in use."""
-    rng = random.Random(seed)
-    size = layout.standard_size(xcr0)
-    data = bytearray(rng.randbytes(size))
-    struct.pack_into("<I", data, offsets.MXCSR, 0x1F80 | rng.getrandbits(6))
-    data[416:576] = bytes(160)
-    struct.pack_into("<Q", data, offsets.SW_BYTES, xcr0)
-    struct.pack_into("<Q", data, offsets.XSTATE_BV, xcr0 if xstate_bv is None else xstate_bv)
-    # Init-state components hold their init values, as the kernel and XSAVE write them.
-    image = build_image(bytes(data), origin=f"random {seed}", layout=layout, xcr0=xcr0)
-    return transforms.relayout(image, layout)
-
-
 def test_amd_intel_relayout_moves_opmask_zmm_and_pkru() -> None:
     amd, intel = profile_layout("amd-zen4"), profile_layout("intel")
     zen4 = image_for(amd, 0x2E7, seed=1)
@@ -308,20 +294,6 @@ def test_compacted_output_leaves_init_components_unwritten() -> None:
 
 
 # ----- supervisor components (XSAVES images) ------------------------------------------
-
-PASID, CET_U, LBR = 10, 11, 15
-
-
-def xsaves_image(in_use: int) -> XsaveImage:
-    """An XSAVES-format image of the intel profile with PASID, CET_U and arch LBR."""
-    intel = profile_layout("intel")
-    xcomp_bv = 0x2E7 | 1 << PASID | 1 << CET_U | 1 << LBR
-    rng = random.Random(xcomp_bv)
-    data = bytearray(rng.randbytes(intel.compacted_size(xcomp_bv)))
-    struct.pack_into("<I", data, offsets.MXCSR, 0x1F80)
-    data[416:576] = bytes(160)
-    struct.pack_into("<QQ", data, offsets.XSTATE_BV, in_use, xcomp_bv | COMPACTED_BIT)
-    return build_image(bytes(data), origin="xsaves.bin", layout=intel)
 
 
 def test_supervisor_components_are_refused() -> None:

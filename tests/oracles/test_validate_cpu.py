@@ -21,7 +21,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 import pytest
-from test_validate import put, u64
+from images import put, u64
 
 from xcr0tool.arch.components import COMPACTED_BIT
 from xcr0tool.arch.offsets import MXCSR, XCOMP_BV, XSTATE_BV

@@ -8,17 +8,15 @@ import io
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from paths import REPO
 
 import xcr0tool
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def library_examples() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     section = readme.split("\n## Library\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
@@ -29,7 +27,7 @@ def test_readme_has_library_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(library_examples())))
 def test_readme_library_example_runs(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(REPO)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(library_examples()[index], f"README.md example {index + 1}", "exec"), {})
@@ -59,6 +57,6 @@ def test_import_is_cheap() -> None:
         "print(sorted(m for m in set(sys.modules) - before))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
     assert out.strip() == "['xcr0tool']"

@@ -63,7 +63,7 @@ def _u(data: bytes, offset: int, size: int) -> int:
 def _legacy(image: XsaveImage) -> Iterator[Register]:
     # The bytes and gdb names of the one legacy-region table (arch/legacy.py), read by
     # slicing: decode of a core with hundreds of threads must not pay for a construct
-    # parse per thread (tests/test_legacy_table.py checks both readings agree).
+    # parse per thread (tests/unit/arch/test_legacy_table.py checks both readings agree).
     data = image.data
     x87 = image.in_use(legacy.X87)
     sse = image.in_use(legacy.SSE)

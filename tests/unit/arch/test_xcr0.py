@@ -14,10 +14,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from clirunner import one_line_error, run
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import one_line_error
-from test_diff import make_image, run
+from images import make_image
+from paths import FIXTURES
 
 from xcr0tool.arch import xcr0
 from xcr0tool.arch.components import SUPERVISOR_MASK
@@ -105,7 +106,7 @@ def test_compat_refuses_a_machine_xcr0_alike(value: int, tmp_path: Path) -> None
 
 
 def test_a_zero_word_means_no_word(tmp_path: Path) -> None:
-    """No XSAVE instruction writes bytes 464-511 (tests/test_cpu_oracle.py,
+    """No XSAVE instruction writes bytes 464-511 (tests/oracles/test_cpu_oracle.py,
     test_xsave_writes_only_rfbm): 0 there is an image the CPU saved into a zeroed
     buffer, not XCR0 = 0; the XCR0 then comes from elsewhere, and says so."""
     data = make_image()
@@ -180,7 +181,7 @@ def test_the_rule_table_exists_once() -> None:
 
 # ---------------------------------------------------------------- the one source reader
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "linux-amd-avx512bw-4t.core"
+FIXTURE = FIXTURES / "linux-amd-avx512bw-4t.core"
 
 
 def test_validate_reads_a_piped_core_as_decode_does() -> None:
@@ -215,7 +216,7 @@ def test_mask_keep_size_output_decodes(keep: str, image_file: Path, tmp_path: Pa
 
 
 def test_validate_sets_a_word_that_is_no_xcr0_aside(tmp_path: Path) -> None:
-    """XRSTOR ignores bytes 464-511 (tests/test_validate_cpu.py, "software-reserved bytes
+    """XRSTOR ignores bytes 464-511 (tests/oracles/test_validate_cpu.py, "software-reserved bytes
     464-511"), so validate judges the image, not the word: the word's reason is said in
     the XCR0's source, with the one text, and the image is not refused."""
     data = make_image(xstate_bv=0x3)

@@ -1,7 +1,7 @@
 """The packed Cap'n Proto reader (xcr0tool.formats.capnp) against the encoding as the
 specification gives it: a packer written here from the spec, hand-made messages with
 single and double far pointers, and the checks on every pointer and count. Messages made
-by capnp's own encoder are read in tests/test_rr.py."""
+by capnp's own encoder are read in tests/unit/sources/test_rr.py."""
 
 from __future__ import annotations
 

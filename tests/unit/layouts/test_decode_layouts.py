@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from clirunner import ok, run
+from paths import FIXTURES
 
 from xcr0tool.arch.components import bits
 from xcr0tool.layouts.profiles import profile_layout
@@ -17,7 +18,7 @@ from xcr0tool.model.image import read_u64
 from xcr0tool.model.layout import Layout, layout_from_note, note_from_layout
 from xcr0tool.sources.elfcore import read_core, write_core
 
-FIXTURE = Path(__file__).parent / "fixtures" / "linux-amd-avx512bw-4t.core"
+FIXTURE = FIXTURES / "linux-amd-avx512bw-4t.core"
 
 
 def decode(path: Path) -> dict[str, Any]:

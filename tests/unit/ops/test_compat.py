@@ -19,6 +19,7 @@ import pytest
 from clirunner import one_line_error, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import REPO
 
 from xcr0tool.arch.components import bits
 from xcr0tool.errors import InputError
@@ -34,9 +35,8 @@ from xcr0tool.render.compat import compat_json, compat_text, compat_view
 from xcr0tool.render.styled import Screen
 from xcr0tool.sources.machines import resolve_machine, resolve_machines
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
-GOLDEN = ROOT / "tests" / "golden"
+FIXTURES = REPO / "tests" / "fixtures"
+GOLDEN = REPO / "tests" / "golden"
 CORE = FIXTURES / "linux-amd-avx512bw-4t.core"  # AMD Zen 4 layout, XCR0 0xe7, 4 threads
 
 CORPUS = os.environ.get("XCR0TOOL_CPUID_CORPUS")

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from clirunner import one_line_error, run
 from coremaker import component_registers
+from images import LAYOUT, XCR0, make_image, write
 
-from xcr0tool.arch.offsets import FCW, MXCSR, SW_BYTES, XMM0, XSTATE_BV
+from xcr0tool.arch.offsets import MXCSR, XMM0, XSTATE_BV
 from xcr0tool.cli.options import LANE_CHOICES
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.profiles import profile_layout
-from xcr0tool.model.image import FCW_INIT, MXCSR_INIT, XsaveImage
+from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.registers import register_map
 from xcr0tool.ops.diff import (
     LANES,
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
     from coremaker import MadeCore
     from cpu_oracle import CpuOracle
 
-REPO = Path(__file__).resolve().parent.parent
-XCR0 = 0xE7  # x87 | SSE | AVX | AVX-512
-LAYOUT = "amd-zen4"
 # Registers that hold where the last x87 instruction was: they change from run to run
 # (ASLR) on CPUs that save them, so two runs of one program may differ there only.
 X87_POINTERS = {"fiseg", "fioff", "foseg", "fooff", "fop"}
@@ -58,32 +56,8 @@ def run_json(*args: str) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-def make_image(seed: int = 1, xstate_bv: int = XCR0 & ~1, xcr0: int = XCR0) -> bytearray:
-    """A standard image for `xcr0` in the amd-zen4 layout, every byte of the XMM
-    registers and extended components random, XCR0 in the word at 464."""
-    layout = profile_layout(LAYOUT)
-    image = bytearray(layout.standard_size(xcr0))
-    rng = random.Random(seed)
-    struct.pack_into("<HH", image, FCW, FCW_INIT, 0)
-    struct.pack_into("<II", image, MXCSR, MXCSR_INIT, 0xFFFF)
-    image[XMM0 : XMM0 + 256] = rng.randbytes(256)
-    for i, offset in layout.standard_offsets(xcr0).items():
-        if i >= 2:
-            size = layout.require(i).size
-            image[offset : offset + size] = rng.randbytes(size)
-    struct.pack_into("<Q", image, SW_BYTES, xcr0)
-    struct.pack_into("<Q", image, XSTATE_BV, xstate_bv)
-    return image
-
-
 def model(data: bytes, origin: str = "image") -> XsaveImage:
     return build_image(bytes(data), origin=origin, layout=profile_layout(LAYOUT))
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> str:
-    path = tmp_path / name
-    path.write_bytes(bytes(data))
-    return str(path)
 
 
 # Lanes ---------------------------------------------------------------------------------

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import platform
-import shutil
 import signal
 import struct
 import subprocess
@@ -26,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import one_line_error
-from test_diff import make_image, run
+from cbuild import compile_c
+from clirunner import one_line_error, run
+from images import make_image, put, u64
 
 from xcr0tool.arch.components import COMPACTED_BIT
 from xcr0tool.arch.offsets import FP_XSTATE_MAGIC1 as MAGIC1
@@ -186,49 +185,28 @@ int main(int argc, char **argv)
 """
 
 
-def _compile(tmp: Path, name: str, source: str) -> Path:
+def _compile(name: str, source: str) -> Path:
     if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip(
             f"the kernel oracles need x86-64 Linux, not {sys.platform}/{platform.machine()}"
         )
-    cc = os.environ.get("CC", "gcc")
-    if shutil.which(cc) is None:
-        pytest.skip(f"no C compiler ({cc}) to build the {name} oracle")
-    (tmp / f"{name}.c").write_text(source)
-    proc = subprocess.run(
-        [cc, "-O1", "-Wall", "-o", str(tmp / name), str(tmp / f"{name}.c")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return tmp / name
+    return compile_c(name, source, "-Wall", purpose=f"no C compiler to build the {name} oracle")
 
 
 @pytest.fixture(scope="module")
-def ptrace_oracle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _compile(tmp_path_factory.mktemp("ptrace-oracle"), "ptrace_oracle", PTRACE_ORACLE)
+def ptrace_oracle() -> Path:
+    return _compile("ptrace_oracle", PTRACE_ORACLE)
 
 
 @pytest.fixture(scope="module")
-def sigframe_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _compile(tmp_path_factory.mktemp("sigframe"), "sigframe", SIGFRAME)
+def sigframe_program() -> Path:
+    return _compile("sigframe", SIGFRAME)
 
 
 def validate_json(*args: str, stdin: bytes | None = None) -> tuple[int, dict[str, Any]]:
     proc = run("validate", *args, "--json", stdin=stdin)
     assert proc.returncode in (0, 1), proc.stderr.decode()
     return proc.returncode, json.loads(proc.stdout)
-
-
-def put(data: bytes, offset: int, fmt: str, value: int) -> bytes:
-    out = bytearray(data)
-    struct.pack_into(fmt, out, offset, value)
-    return bytes(out)
-
-
-def u64(data: bytes, offset: int) -> int:
-    return int(struct.unpack_from("<Q", data, offset)[0])
 
 
 # The rule table ----------------------------------------------------------------------------

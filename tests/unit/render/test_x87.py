@@ -19,6 +19,7 @@ import pytest
 from clirunner import ok, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import FIXTURES
 
 from xcr0tool.render.x87 import printf_g, value_text, x87_describe, x87_label, x87_text
 
@@ -322,7 +323,6 @@ def test_no_decimal_import_for_x87_values() -> None:
     assert out.stdout.strip() == "[]"
 
 
-FIXTURES = Path(__file__).parent / "fixtures"
 GDB_THREAD = re.compile(r"^Thread \d+ \(LWP (\d+)\):$")
 REG_LINE = re.compile(r"^(st[0-7])\s+(.*?)\s+\(raw 0x[0-9a-f]+\)$")
 OURS_LINE = re.compile(r"^  (st[0-7]) 0x[0-9a-f]+  (.*)$")

@@ -1,119 +1,32 @@
 """xcr0tool.sources.cpu and xcr0tool.sources.hostinfo against this CPU, a C helper and synthetic tables.
 
-The oracle is a small C program compiled with gcc at test time: it runs CPUID through
-<cpuid.h> and XGETBV/FXSAVE through inline asm, so it shares no code with the
-hand-assembled stubs under test.
+The oracle is a small C program compiled with gcc at test time (tests/cpuid_helper.py): it
+runs CPUID through <cpuid.h> and XGETBV/FXSAVE through inline asm, so it shares no code
+with the hand-assembled stubs under test.
 """
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from cpuid_helper import ZEN4, ZEN4_FLAGS, Oracle, cpuinfo_cpu0, helper_oracle, needs_xsave
+from paths import REPO
 
 from xcr0tool.errors import UsageError, XcrError
 from xcr0tool.sources import cpu, hostinfo
-
-REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.cpu,
     pytest.mark.skipif(not cpu.is_x86_64_linux(), reason="needs Linux on x86-64"),
 ]
 
-HELPER_C = r"""
-#include <cpuid.h>
-#include <stdint.h>
-#include <stdio.h>
-
-static void leaf(unsigned l, unsigned s) {
-    unsigned a, b, c, d;
-    __cpuid_count(l, s, a, b, c, d);
-    printf("cpuid %#x %u %u %u %u %u\n", l, s, a, b, c, d);
-}
-
-int main(void) {
-    unsigned a, b, c, d;
-    unsigned max = __get_cpuid_max(0, 0);
-    unsigned maxext = __get_cpuid_max(0x80000000, 0);
-    leaf(0, 0);
-    leaf(1, 0);
-    if (max >= 7) leaf(7, 0);
-    if (max >= 0xd)
-        for (unsigned s = 0; s < 64; s++) leaf(0xd, s);
-    leaf(0x80000000, 0);
-    for (unsigned l = 0x80000002; l <= 0x80000004 && l <= maxext; l++) leaf(l, 0);
-    __cpuid(1, a, b, c, d);
-    if (c & (1u << 27)) {
-        uint32_t lo, hi;
-        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-        printf("xcr0 %llu\n", (unsigned long long)hi << 32 | lo);
-    }
-    static unsigned char area[512] __attribute__((aligned(16)));
-    __asm__ volatile("fxsave64 %0" : "=m"(area));
-    printf("mxcsr_mask %u\n", area[28] | area[29] << 8 | area[30] << 16 | (unsigned)area[31] << 24);
-    return 0;
-}
-"""
-
-
-class Oracle:
-    def __init__(self, text: str) -> None:
-        self.leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
-        self.xcr0: int | None = None
-        self.mxcsr_mask = 0
-        for line in text.splitlines():
-            words = line.split()
-            if words[0] == "cpuid":
-                regs = tuple(int(w) for w in words[3:7])
-                self.leaves[(int(words[1], 16), int(words[2]))] = (
-                    regs[0],
-                    regs[1],
-                    regs[2],
-                    regs[3],
-                )
-            elif words[0] == "xcr0":
-                self.xcr0 = int(words[1])
-            elif words[0] == "mxcsr_mask":
-                self.mxcsr_mask = int(words[1])
-
-
-def compile_c(work: Path, name: str, source: str, *flags: str, purpose: str) -> Path:
-    """Build `source` into work/name with gcc -O1; skip the test, saying why it needed
-    the program (`purpose`), where there is no gcc."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip(f"gcc is not installed: {purpose}")
-    binary = work / name
-    (work / f"{name}.c").write_text(source)
-    subprocess.run(
-        [gcc, "-O1", *flags, "-o", str(binary), str(work / f"{name}.c")],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return binary
-
 
 @pytest.fixture(scope="module")
-def oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
-    helper = compile_c(
-        tmp_path_factory.mktemp("cpu_oracle"),
-        "helper",
-        HELPER_C,
-        purpose="no C oracle for CPUID/XGETBV",
-    )
-    run = subprocess.run([str(helper)], check=True, capture_output=True, text=True)
-    return Oracle(run.stdout)
-
-
-def needs_xsave() -> None:
-    if not cpu.cpuid(1)[2] & 1 << 27:
-        pytest.skip("CPUID.1:ECX.OSXSAVE is 0: no XSAVE on this machine")
+def oracle() -> Oracle:
+    return helper_oracle()
 
 
 # ---------------------------------------------------------------- CPUID / XGETBV
@@ -240,18 +153,6 @@ def test_mxcsr_mask_equals_fxsave_of_c_helper(oracle: Oracle) -> None:
 # ---------------------------------------------------------------- sizes
 
 
-ZEN4 = {
-    0: (0xE7, 2432, 2432, 0),
-    1: (0xF, 2472, 0x1800, 0),
-    2: (256, 576, 0, 0),
-    5: (64, 832, 0, 0),
-    6: (512, 896, 0, 0),
-    7: (1024, 1408, 0, 0),
-    11: (16, 0, 1, 0),
-    12: (24, 0, 1, 0),
-}
-ZEN4_FLAGS = ["fpu", "sse", "xsave", "avx", "avx512f", "xsaveopt", "xsavec", "xsaves"]
-
 # Sapphire Rapids-like: Intel offsets with their holes, AMX aligned when compacted.
 SPR = {
     0: (0x602E7, 11008, 11008, 0),
@@ -294,16 +195,6 @@ def test_zen4_sizes() -> None:
 
 
 # ---------------------------------------------------------------- hostinfo, live
-
-
-def cpuinfo_cpu0() -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if not line.strip():
-            break
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields
 
 
 def test_hostinfo_agrees_with_proc_cpuinfo() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import make_rr_trace as mk
 import pytest
+from clirunner import decode_json, json_registers, run_text, text_error
 from coremaker import MadeCore
-from test_rr import decode_json, json_registers, one_line_error, run
 
 
 def crit() -> None:
@@ -73,7 +73,7 @@ def test_decode_criu_dir_equals_the_core(criu_dir: Path, state: mk.CoreState) ->
 
 
 def test_diff_criu_dir_core_is_same(criu_dir: Path, state: mk.CoreState) -> None:
-    result = run("diff", "--json", str(criu_dir), str(state.made.core))
+    result = run_text("diff", "--json", str(criu_dir), str(state.made.core))
     assert result.returncode == 0, result.stdout[-3000:]
     assert json.loads(result.stdout)["same"] is True
 
@@ -100,12 +100,12 @@ def test_criu_dir_at_tid_and_one_core_image(
     assert alone["threads"][0]["registers"] == by_at["threads"][0]["registers"]
     # extract gives the rebuilt standard image, which decodes the same
     image = tmp_path / "t.xsave"
-    assert run("extract", f"{criu_dir}@{tid}", "-o", str(image)).returncode == 0
+    assert run_text("extract", f"{criu_dir}@{tid}", "-o", str(image)).returncode == 0
     assert decode_json(str(image))["threads"][0]["registers"] == alone["threads"][0]["registers"]
 
 
 def test_validate_criu_dir(criu_dir: Path) -> None:
-    result = run("validate", "--json", str(criu_dir))
+    result = run_text("validate", "--json", str(criu_dir))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert len(json.loads(result.stdout)["images"]) == 2
 
@@ -141,14 +141,14 @@ def test_one_core_image_needs_a_layout(tmp_path: Path, state: mk.CoreState) -> N
     tid, image = next(iter(state.xstate.items()))
     dump = mk.write_criu_dir(tmp_path / "d", {tid: image}, state.offsets, state.xcr0, None)
     core = dump / f"core-{tid}.img"
-    message = one_line_error(run("decode", str(core)))
+    message = text_error(run_text("decode", str(core)))
     assert message == (
         f"{core}: the dumping machine's layout is unknown: no cpuinfo.img beside the core"
         " images and no --layout; pass --layout NAME|FILE (a profile or a CPUID dump of the"
         " dumping machine)"
     )
     layout = tmp_path / "here.json"
-    assert run("host", "--save", str(layout)).returncode == 0
+    assert run_text("host", "--save", str(layout)).returncode == 0
     out = decode_json(str(core), "--layout", str(layout))
     assert out["layout"]["source"].startswith(f"layout file {layout}")
     want = kept(state.made.expected[tid])
@@ -162,7 +162,7 @@ def test_cpuinfo_sizes_of_another_machine_are_refused(tmp_path: Path, state: mk.
     dump = mk.write_criu_dir(
         tmp_path / "d", state.xstate, state.offsets, state.xcr0, (size + 64, size_max + 64)
     )
-    message = one_line_error(run("decode", str(dump)))
+    message = text_error(run_text("decode", str(dump)))
     assert message == (
         f"{dump}: the dumping machine's layout is unknown: cpuinfo.img says XSAVE sizes"
         f" {size + 64}/{size_max + 64} (CPUID.(0xD,0) EBX/ECX), this machine's are"
@@ -176,7 +176,7 @@ def test_wrong_magic(criu_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "core-5.img"
     data = bytearray((criu_dir / "pstree.img").read_bytes())
     bad.write_bytes(bytes(data))
-    message = one_line_error(run("decode", str(bad)))
+    message = text_error(run_text("decode", str(bad)))
     assert message == (
         f"{bad}: not a CRIU CORE image: magic 0x50273030 (PSTREE) at byte 4, expected 0x55053847"
     )
@@ -189,7 +189,7 @@ def test_truncated_varint(tmp_path: Path) -> None:
     bad = tmp_path / "core-7.img"
     head = IMG_COMMON_MAGIC.to_bytes(4, "little") + CORE_MAGIC.to_bytes(4, "little")
     bad.write_bytes(head + len(entry).to_bytes(4, "little") + entry)
-    message = one_line_error(run("decode", str(bad)))
+    message = text_error(run_text("decode", str(bad)))
     assert message == f"{bad}: truncated varint at byte 13"
 
 
@@ -199,7 +199,7 @@ def test_an_entry_longer_than_the_file(criu_dir: Path, tmp_path: Path, state: mk
     data[8:12] = (0xFFFFFF).to_bytes(4, "little")
     bad = tmp_path / f"core-{tid}.img"
     bad.write_bytes(bytes(data))
-    message = one_line_error(run("decode", str(bad)))
+    message = text_error(run_text("decode", str(bad)))
     assert message == (
         f"{bad}: truncated: the entry at byte 8 claims 16777215 bytes, {len(data) - 12} are left"
     )
@@ -212,8 +212,8 @@ def test_a_field_with_the_wrong_count(tmp_path: Path, state: mk.CoreState) -> No
     entry["thread_info"]["fpregs"]["xsave"]["ymmh_space"] = [1, 2, 3]
     mk.crit_encode({"magic": "CORE", "entries": [entry]}, tmp_path / f"core-{tid}.img")
     layout = tmp_path / "here.json"
-    assert run("host", "--save", str(layout)).returncode == 0
-    message = one_line_error(run("decode", str(tmp_path), "--layout", str(layout)))
+    assert run_text("host", "--save", str(layout)).returncode == 0
+    message = text_error(run_text("decode", str(tmp_path), "--layout", str(layout)))
     assert (
         message
         == f"{tmp_path / f'core-{tid}.img'}: xsave.ymmh_space has 3 values, CRIU writes 64 (256 bytes)"
@@ -222,7 +222,7 @@ def test_a_field_with_the_wrong_count(tmp_path: Path, state: mk.CoreState) -> No
 
 def test_one_core_image_through_validate_and_a_pipe(criu_dir: Path, state: mk.CoreState) -> None:
     core = criu_dir / f"core-{next(iter(state.xstate))}.img"
-    result = run("validate", "--json", str(core))
+    result = run_text("validate", "--json", str(core))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     (image,) = json.loads(result.stdout)["images"]
     assert image["origin"] == str(core) and image["accepted"]

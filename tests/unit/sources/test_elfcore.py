@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from corpus_facts import LLDB_ST, LLDB_XMM
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_corpus import LLDB_ST, LLDB_XMM
 
 from xcr0tool.errors import InputError, UsageError
 from xcr0tool.formats import elf as g

@@ -3,7 +3,7 @@ capnp's own encoder on rr's own schema, 64-word first segments, brotli blocks) a
 XSAVE images of real kernel cores of tests/progs/regs.c.
 
 Truth comes from outside: the frames' registers must equal decoding the core's own
-NT_X86_XSTATE (which tests/test_decode_gdb.py holds against gdb), the program's intent
+NT_X86_XSTATE (which tests/oracles/test_decode_gdb.py holds against gdb), the program's intent
 (coremaker.expected_registers), and gdb's reading of the same core where gdb is here.
 """
 
@@ -11,60 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import clirunner
 import make_rr_trace as mk
 import pytest
+from clirunner import decode_json, json_registers, run_text, text_error
 from coremaker import MadeCore
+from paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CPUID_CORPUS = Path(os.environ.get("XCR0TOOL_CPUID_CORPUS", REPO.parent / "shared" / "cpuid"))
 RAPHAEL = CPUID_CORPUS / "AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt"
-
-
-def run(*args: str, limit_mib: int | None = None) -> subprocess.CompletedProcess[str]:
-    """In this process (tests/clirunner.py); as a program when memory is to be capped."""
-    if limit_mib is None:
-        ran = clirunner.run(*args)
-        return subprocess.CompletedProcess(
-            list(args), ran.returncode, ran.stdout.decode(), ran.stderr.decode()
-        )
-
-    def cap_memory() -> None:  # an address-space limit: a 4 GiB allocation would fail loudly
-        if limit_mib is not None:
-            size = limit_mib << 20
-            resource.setrlimit(resource.RLIMIT_AS, (size, size))
-
-    return subprocess.run(
-        [sys.executable, "-m", "xcr0tool", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-        timeout=600,
-        preexec_fn=cap_memory if limit_mib else None,
-    )
-
-
-def decode_json(*args: str) -> dict[str, Any]:
-    result = run("decode", "--json", *args)
-    assert result.returncode == 0, result.stderr
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout[-500:], result.stderr)
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stderr.removeprefix("xcr0tool: ").rstrip("\n")
 
 
 def tools() -> None:
@@ -83,28 +40,14 @@ def state(
     return mk.core_state(made)
 
 
-def frames_for(state: mk.CoreState, images: dict[int, bytes] | None = None) -> list[mk.FrameSpec]:
-    """For each thread: a syscall frame without XSAVE (with enough memory writes to spill
-    past its first segment), then a signal frame with the thread's image."""
-    frames = []
-    for tid, image in (images or state.xstate).items():
-        frames.append(mk.FrameSpec(tid, None, mk.EXECVE_EVENT, mem_writes=40))
-        frames.append(mk.FrameSpec(tid, image, mk.SIGNAL_EVENT, mem_writes=12))
-    return frames
-
-
 @pytest.fixture(scope="module")
 def host_trace(tmp_path_factory: pytest.TempPathFactory, state: mk.CoreState) -> mk.Trace:
     tools()
     records = mk.host_cpuid_records()
     return mk.write_trace(
-        tmp_path_factory.mktemp("trace") / "regs-0", records, state.xcr0, frames_for(state),
+        tmp_path_factory.mktemp("trace") / "regs-0", records, state.xcr0, mk.frames_for(state),
         block_size=1500,
     )  # fmt: skip
-
-
-def json_registers(thread: dict[str, Any]) -> dict[str, int]:
-    return {name: int(value, 16) for name, value in thread["registers"].items()}
 
 
 # --- the trace as written --------------------------------------------------------------------
@@ -215,10 +158,10 @@ def test_trace_at_event_selects_one_frame(
     assert thread["event"] == index
     assert thread["tid"] == host_trace.frames[index].tid
     extracted = tmp_path / "frame.xsave"
-    result = run("extract", f"{host_trace.path}@{index}", "-o", str(extracted))
+    result = run_text("extract", f"{host_trace.path}@{index}", "-o", str(extracted))
     assert result.returncode == 0, result.stderr
     assert extracted.read_bytes() == host_trace.frames[index].xsave
-    message = one_line_error(run("decode", f"{host_trace.path}@0"))
+    message = text_error(run_text("decode", f"{host_trace.path}@0"))
     assert (
         message
         == f"{host_trace.path}@0: frame 0 of the events file carries no XSAVE data (or does not exist)"
@@ -226,7 +169,7 @@ def test_trace_at_event_selects_one_frame(
 
 
 def test_diff_trace_core_is_same(host_trace: mk.Trace, state: mk.CoreState) -> None:
-    result = run("diff", "--json", str(host_trace.path), str(state.made.core))
+    result = run_text("diff", "--json", str(host_trace.path), str(state.made.core))
     assert result.returncode == 0, result.stdout[-3000:]
     data = json.loads(result.stdout)
     assert data["same"] is True
@@ -235,13 +178,13 @@ def test_diff_trace_core_is_same(host_trace: mk.Trace, state: mk.CoreState) -> N
 
 
 def test_validate_trace_accepts_kernel_images(host_trace: mk.Trace) -> None:
-    result = run("validate", "--json", str(host_trace.path))
+    result = run_text("validate", "--json", str(host_trace.path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert len(json.loads(result.stdout)["images"]) == 3
 
 
 def test_text_names_frames(host_trace: mk.Trace) -> None:
-    result = run("decode", str(host_trace.path), "--reg", "xmm0")
+    result = run_text("decode", str(host_trace.path), "--reg", "xmm0")
     assert result.returncode == 0, result.stderr
     assert "rr-trace, rr trace version 85, recorded on" in result.stdout
     assert "3 frames" in result.stdout
@@ -263,12 +206,12 @@ def test_amd_zen4_trace_decodes_with_its_own_offsets(tmp_path: Path, state: mk.C
         tid: mk.relocate(image, state.offsets, zen4, xcr0, size)
         for tid, image in state.xstate.items()
     }
-    trace = mk.write_trace(tmp_path / "zen4", records, xcr0, frames_for(state, images))
+    trace = mk.write_trace(tmp_path / "zen4", records, xcr0, mk.frames_for(state, images))
     out = decode_json(str(trace.path))
     offsets = {c["id"]: c["offset"] for c in out["layout"]["components"]}
     assert offsets[5] == 832 and offsets[6] == 896 and offsets[7] == 1408
     raw_layout = tmp_path / "host.json"
-    assert run("host", "--save", str(raw_layout)).returncode == 0
+    assert run_text("host", "--save", str(raw_layout)).returncode == 0
     for thread in out["threads"]:
         assert thread["size"] == 2432 and thread["xcr0"] == "0xe7"
         raw = tmp_path / "core.xsave"
@@ -303,7 +246,7 @@ def test_truncated_block(trace_copy: Path) -> None:
     events = trace_copy / "events"
     data = events.read_bytes()
     events.write_bytes(data[: len(data) - 10])
-    message = one_line_error(run("decode", str(trace_copy)))
+    message = text_error(run_text("decode", str(trace_copy)))
     assert message.startswith(f"{events}: frame ")
     assert "truncated: claims " in message and "compressed bytes, the file has " in message
 
@@ -313,7 +256,7 @@ def test_a_block_claiming_4_gib_is_refused_in_bounded_memory(trace_copy: Path) -
     data = bytearray(events.read_bytes())
     data[4:8] = (0xFFFFFFFF).to_bytes(4, "little")
     events.write_bytes(bytes(data))
-    message = one_line_error(run("decode", str(trace_copy), limit_mib=1024))
+    message = text_error(run_text("decode", str(trace_copy), limit_mib=1024))
     assert message == (
         f"{events}: frame 0: block 0 at byte 0: claims 4294967295 bytes uncompressed;"
         " rr writes blocks of 1 MiB, and more than 64 MiB is refused"
@@ -326,7 +269,7 @@ def test_a_lying_uncompressed_length(trace_copy: Path) -> None:
     _compressed, uncompressed = first_block(bytes(data))
     data[4:8] = (uncompressed - 1).to_bytes(4, "little")
     events.write_bytes(bytes(data))
-    message = one_line_error(run("decode", str(trace_copy), limit_mib=1024))
+    message = text_error(run_text("decode", str(trace_copy), limit_mib=1024))
     assert message == (
         f"{events}: frame 0: block 0 at byte 0: claims {uncompressed - 1} bytes uncompressed,"
         f" its brotli data gives more than {uncompressed - 1}"
@@ -339,7 +282,7 @@ def test_a_brotli_bomb_costs_only_its_claim(trace_copy: Path) -> None:
     bomb = brotli.compress(bytes(60 << 20))  # 60 MiB of zeros in a few bytes
     events = trace_copy / "events"
     events.write_bytes(mk.block_header(len(bomb), 100) + bomb)
-    message = one_line_error(run("decode", str(trace_copy), limit_mib=1024))
+    message = text_error(run_text("decode", str(trace_copy), limit_mib=1024))
     assert message.endswith("claims 100 bytes uncompressed, its brotli data gives more than 100")
 
 
@@ -350,17 +293,19 @@ def test_corrupt_brotli(trace_copy: Path) -> None:
     for at in range(8, 8 + compressed):
         data[at] ^= 0x5A
     events.write_bytes(bytes(data))
-    message = one_line_error(run("decode", str(trace_copy)))
+    message = text_error(run_text("decode", str(trace_copy)))
     assert message.startswith(f"{events}: frame 0: block 0 at byte 0: ")
     assert "brotli" in message
 
 
 def test_a_frame_cut_off_by_the_end_of_the_file(tmp_path: Path, state: mk.CoreState) -> None:
     tools()
-    trace = mk.write_trace(tmp_path / "t", mk.host_cpuid_records(), state.xcr0, frames_for(state))
+    trace = mk.write_trace(
+        tmp_path / "t", mk.host_cpuid_records(), state.xcr0, mk.frames_for(state)
+    )
     packed = trace.packed_events[: len(trace.packed_events) - 100]
     (trace.path / "events").write_bytes(mk.brotli_blocks(packed, 1 << 20))
-    message = one_line_error(run("decode", str(trace.path)))
+    message = text_error(run_text("decode", str(trace.path)))
     assert message.startswith(
         f"{trace.path / 'events'}: frame 5: truncated: the packed data ends inside"
     )
@@ -373,7 +318,7 @@ def test_a_frame_whose_xsave_is_shorter_than_the_header_says(
     tid, image = next(iter(state.xstate.items()))
     frames = [mk.FrameSpec(tid), mk.FrameSpec(tid, image[:-64], mk.SIGNAL_EVENT)]
     trace = mk.write_trace(tmp_path / "t", mk.host_cpuid_records(), state.xcr0, frames)
-    message = one_line_error(run("decode", str(trace.path)))
+    message = text_error(run_text("decode", str(trace.path)))
     assert message == (
         f"{trace.path / 'events'}: frame 1: its XSAVE data is {len(image) - 64} bytes, shorter"
         f" than the {len(image)} bytes of the recording CPU (CPUID.(0xD,0).EBX in the trace header)"
@@ -383,7 +328,7 @@ def test_a_frame_whose_xsave_is_shorter_than_the_header_says(
 def test_another_trace_version_is_refused_by_number(trace_copy: Path) -> None:
     version = trace_copy / "version"
     version.write_bytes(b"84\n" + version.read_bytes()[3:])
-    message = one_line_error(run("decode", str(trace_copy)))
+    message = text_error(run_text("decode", str(trace_copy)))
     assert message == (
         f"{version}: rr trace version 84: only version 85 (rr 5.x) can be read;"
         " a trace of another rr version needs that rr"
@@ -393,19 +338,19 @@ def test_another_trace_version_is_refused_by_number(trace_copy: Path) -> None:
 def test_a_version_file_that_is_not_a_header(trace_copy: Path) -> None:
     version = trace_copy / "version"
     version.write_bytes(b"\x7fELF garbage")
-    message = one_line_error(run("decode", str(trace_copy)))
+    message = text_error(run_text("decode", str(trace_copy)))
     assert message.startswith(f"{version}: not an rr trace header: it starts ")
 
 
 def test_a_header_message_cut_short(trace_copy: Path) -> None:
     version = trace_copy / "version"
     version.write_bytes(version.read_bytes()[:40])
-    message = one_line_error(run("decode", str(trace_copy)))
+    message = text_error(run_text("decode", str(trace_copy)))
     assert message.startswith(f"{version}: the Header message after the version line: truncated")
 
 
 def test_a_directory_that_is_neither(tmp_path: Path) -> None:
-    message = one_line_error(run("decode", str(tmp_path)))
+    message = text_error(run_text("decode", str(tmp_path)))
     assert message == (
         f"{tmp_path}: is a directory, not an rr trace (no version file) or a CRIU image"
         " directory (no core-TID.img)"
@@ -414,5 +359,5 @@ def test_a_directory_that_is_neither(tmp_path: Path) -> None:
 
 def test_a_trace_without_events(trace_copy: Path) -> None:
     (trace_copy / "events").unlink()
-    message = one_line_error(run("decode", str(trace_copy)))
+    message = text_error(run_text("decode", str(trace_copy)))
     assert message == f"{trace_copy / 'events'}: no such file"

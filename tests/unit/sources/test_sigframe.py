@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import one_line_error, run
-from test_cpu import compile_c
-from test_ptrace import host_isa, kvalue, value
+from cbuild import compile_c
+from clirunner import one_line_error, run
+from ptrace_child import host_isa, kvalue, value
 
 from xcr0tool.arch.components import component, describe_mask
 from xcr0tool.arch.xcr0 import is_xcr0, xcr0_reason
@@ -122,7 +122,6 @@ def frame_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(a real signal frame's fpstate, the register set loaded into it)."""
     work = tmp_path_factory.mktemp("sigframe")
     program = compile_c(
-        work,
         "frame",
         FRAME_C,
         "-Wall",
