@@ -1,7 +1,13 @@
 """Inputs and outputs: what is written never harms (devices, FIFOs, links, modes), holes
 stay holes, hostile cores cost bounded time and memory, streams stop after the notes,
-compressed cores read as streams. Every command runs as a user would run it: a
-subprocess, its stderr's one line checked word for word."""
+compressed cores read as streams. Its stderr's one line is checked word for word.
+
+A command whose input and output are files named on the command line runs in this
+process (tests/clirunner.py: the program's own entry point, exit status and streams);
+one whose claim is about the process runs as a program: a pipe or a redirected file
+on its standard input, a closed one, its standard output as a descriptor (/dev/stdout,
+a terminal), a terminal on its standard error, its peak memory, a fresh interpreter's
+imports."""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import bigcores
 import pytest
+from clirunner import ok, one_line_error, run
 
 from xcr0tool.sources.elfcore import read_core, write_core
 
@@ -33,25 +40,19 @@ RSS_LIMIT_KIB = 120 << 10
 CLOSED = "standard input is closed: pipe an image or a core in, or name a SOURCE"
 
 
-def run(
-    *args: str, stdin: bytes | None = None, **kwargs: object
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [*XCR0TOOL, *args], input=stdin, capture_output=True, check=False, **kwargs
-    )
+def program(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """xcr0tool as a program; its standard input a pipe holding `stdin`, when given."""
+    return subprocess.run([*XCR0TOOL, *args], input=stdin, capture_output=True, check=False)
 
 
-def ok(result: subprocess.CompletedProcess[bytes]) -> bytes:
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    """The whole of stderr, which must be one line, with exit status 2."""
-    lines = result.stderr.decode().splitlines()
-    assert result.returncode == 2, result.stderr.decode()
-    assert len(lines) == 1, lines
-    return lines[0]
+@contextlib.contextmanager
+def umask_of(mask: int) -> Iterator[None]:
+    """This process's umask set to `mask` for a command run in it."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 # The child reports its own peak memory, measured by its parent with getrusage. It runs
@@ -130,8 +131,13 @@ def umask() -> int:
 ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0, reason="only root can replace a device node (and mknod one): run as root"
 )
+# The tests that write through the machine's own /dev/null and /dev/stdout run on one
+# worker, one after another: each puts the file right after itself should a regression
+# replace it, and none must find it replaced by another's.
+MACHINE_FILES = pytest.mark.xdist_group("machine-files")
 
 
+@MACHINE_FILES
 @ROOT_ONLY
 @pytest.mark.parametrize("command", [["extract"], ["mask", "--xcr0", "0x7"]])
 def test_dev_null_stays_a_character_device(tmp_path: Path, command: list[str]) -> None:
@@ -170,6 +176,7 @@ def dev_stdout_kept() -> Iterator[None]:
             os.symlink("/proc/self/fd/1", "/dev/stdout")
 
 
+@MACHINE_FILES
 @pytest.mark.parametrize("name", ["private", "/dev/fd/1", "/dev/stdout"])
 def test_dev_stdout_writes_to_the_descriptor_at_its_offset(tmp_path: Path, name: str) -> None:
     image = ok(run("extract", str(CORE)))
@@ -192,6 +199,7 @@ def test_dev_stdout_writes_to_the_descriptor_at_its_offset(tmp_path: Path, name:
     assert private.is_symlink() and os.path.islink("/dev/stdout")
 
 
+@MACHINE_FILES
 def test_dev_stdout_on_a_terminal_is_refused(tmp_path: Path) -> None:
     private = tmp_path / "stdout"
     private.symlink_to("/proc/self/fd/1")
@@ -267,14 +275,15 @@ def test_new_file_is_never_more_readable_than_its_input(
     shutil.copyfile(CORE, core)
     core.chmod(input_mode)
     out = tmp_path / "out"
-    result = run(*command, str(core), "-o", str(out), preexec_fn=lambda: os.umask(0o022))
+    with umask_of(0o022):
+        result = run(*command, str(core), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == output_mode
 
 
 def test_new_file_from_a_pipe_gets_the_usual_mode(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run("mask", "--xcr0", "0x7", "-o", str(out), stdin=CORE.read_bytes())
+    result = program("mask", "--xcr0", "0x7", "-o", str(out), stdin=CORE.read_bytes())
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask()
 
@@ -333,7 +342,8 @@ def test_mask_of_a_sparse_8_gib_core_keeps_its_holes(tmp_path: Path) -> None:
 
 def test_piped_sparse_core_is_spooled_and_written_sparse(tmp_path: Path) -> None:
     sparse_here(tmp_path)
-    size = 256 << 20
+    # 64 MiB: sixteen times the bound below, should the output be written whole.
+    size = 64 << 20
     core = bigcores.with_memory(tmp_path / "big.core", size, marks=(0, size // 2))
     out = tmp_path / "masked.core"
     with open(core, "rb") as data:
@@ -385,7 +395,7 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", seen).decode()
     assert re.search(r"writing a .* 512\.0/512\.0 MiB", text), text
     # In a pipe: the three "removed" lines, nothing else.
-    piped = run("mask", "--xcr0", "0x7", str(core), "-o", str(tmp_path / "b"))
+    piped = program("mask", "--xcr0", "0x7", str(core), "-o", str(tmp_path / "b"))
     lines = piped.stderr.decode().splitlines()
     assert len(lines) == 3 and all("removed" in line for line in lines), lines
     # And none for a small output, on a terminal.
@@ -634,16 +644,18 @@ def compressed(tool: str, source: Path, dest: Path) -> Path:
 @pytest.mark.parametrize("tool", list(COMPRESSORS))
 def test_compressed_core_by_path_and_on_stdin(tmp_path: Path, tool: str) -> None:
     sparse_here(tmp_path)
-    core = bigcores.with_memory(tmp_path / "c.core", 64 << 20, marks=(0,))
+    # 16 MiB: sixteen times what reading up to the notes may cost (STOPPED), should the
+    # whole stream be read; compressing more zeros would only cost time (xz: 1 s more).
+    core = bigcores.with_memory(tmp_path / "c.core", 16 << 20, marks=(0,))
     packed = compressed(tool, core, tmp_path / f"c.core.{tool}")
     plain = ok(run("decode", "--json", str(core)))
     assert ok(run("decode", "--json", str(packed))) == plain.replace(
         str(core).encode(), str(packed).encode()
     )
-    assert ok(run("decode", "--json", "-", stdin=packed.read_bytes())) == plain.replace(
+    assert ok(program("decode", "--json", "-", stdin=packed.read_bytes())) == plain.replace(
         str(core).encode(), b"<stdin>"
     )
-    # Read as a stream, up to the notes: a 64 MiB core costs well under 1 MiB.
+    # Read as a stream, up to the notes: a 16 MiB core costs well under 1 MiB.
     from xcr0tool.files.input import open_input
 
     opened = open_input(str(packed))
@@ -676,8 +688,8 @@ def test_compressed_raw_image_on_stdin() -> None:
     if gzip is None:
         pytest.skip("gzip is not installed")
     packed = subprocess.run([gzip, "-c"], input=image, capture_output=True, check=True).stdout
-    assert ok(run("decode", "--json", "-", stdin=packed)) == ok(
-        run("decode", "--json", "-", stdin=image)
+    assert ok(program("decode", "--json", "-", stdin=packed)) == ok(
+        program("decode", "--json", "-", stdin=image)
     )
 
 

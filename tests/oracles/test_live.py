@@ -33,7 +33,13 @@ from xcr0tool.cli.main import main
 from xcr0tool.sources import cpu
 from xcr0tool.sources.ptrace import read_process_xstate
 
-pytestmark = pytest.mark.skipif(not cpu.is_x86_64_linux(), reason="needs Linux on x86-64")
+pytestmark = [
+    pytest.mark.skipif(not cpu.is_x86_64_linux(), reason="needs Linux on x86-64"),
+    # One worker runs every test that attaches to a live process, one after another:
+    # their children spin (counters, threads that come and go) and they give them
+    # seconds to move, which two such tests side by side on a small machine may not.
+    pytest.mark.xdist_group("ptrace"),
+]
 
 
 def decode_json(*args: str) -> dict[str, Any]:

@@ -279,7 +279,9 @@ def test_a_lying_uncompressed_length(trace_copy: Path) -> None:
 def test_a_brotli_bomb_costs_only_its_claim(trace_copy: Path) -> None:
     import brotli
 
-    bomb = brotli.compress(bytes(60 << 20))  # 60 MiB of zeros in a few bytes
+    # 60 MiB of zeros in about 100 bytes; quality 9 makes it as small as the default 11
+    # does, in a thirtieth of the time.
+    bomb = brotli.compress(bytes(60 << 20), quality=9)
     events = trace_copy / "events"
     events.write_bytes(mk.block_header(len(bomb), 100) + bomb)
     message = text_error(run_text("decode", str(trace_copy), limit_mib=1024))
