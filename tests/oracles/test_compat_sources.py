@@ -34,6 +34,10 @@ from xcr0tool.ops.compat import compat
 from xcr0tool.render.compat import compat_text, state_words
 from xcr0tool.sources.machines import resolve_machine, resolve_machines
 
+# One worker runs every test here (pytest-xdist loadgroup): its core, rr traces (capnp)
+# and CRIU images (crit) are made once per module, not once per worker.
+pytestmark = pytest.mark.xdist_group("compat_sources")
+
 CPUID_CORPUS = Path(os.environ.get("XCR0TOOL_CPUID_CORPUS", REPO.parent / "shared" / "cpuid"))
 RAPHAEL = CPUID_CORPUS / "AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt"
 ZEN4_CORE = REPO / "tests" / "fixtures" / "linux-amd-avx512bw-4t.core"  # Zen 4 note, XCR0 0xe7

@@ -47,7 +47,10 @@ if TYPE_CHECKING:
 
     from coremaker import Host, MadeCore
 
-pytestmark = pytest.mark.gdb
+# One worker runs every test here (pytest-xdist loadgroup): its cores, and gdb's view of
+# each, are made once per module (a gcore and a gdb run: about a second each), not once
+# per worker.
+pytestmark = [pytest.mark.gdb, pytest.mark.xdist_group("decode_gdb")]
 
 
 # (seed, threads, isa): several seeds, 1, 3 and 8 threads, with all this CPU has;

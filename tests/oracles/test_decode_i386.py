@@ -17,6 +17,10 @@ from coremaker import _clean_env, _core_globs, _core_pattern, _find_core
 from gdb_oracle import gdb_registers
 from paths import PROGS
 
+# One worker runs every test here (pytest-xdist loadgroup): its 32-bit program (gcc
+# -m32) and core are made once per module, not once per worker.
+pytestmark = pytest.mark.xdist_group("decode_i386")
+
 PROGRAM = PROGS / "regs32.c"
 SEED = 7
 

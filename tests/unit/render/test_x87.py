@@ -23,6 +23,10 @@ from paths import FIXTURES
 
 from xcr0tool.render.x87 import printf_g, value_text, x87_describe, x87_label, x87_text
 
+# One worker runs every test here (pytest-xdist loadgroup): its x87 program is built
+# (gcc) and read by gdb once per module, not once per worker.
+pytestmark = pytest.mark.xdist_group("x87")
+
 TOP = 1 << 63
 
 

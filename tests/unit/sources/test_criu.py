@@ -15,6 +15,10 @@ import pytest
 from clirunner import decode_json, json_registers, run_text, text_error
 from coremaker import MadeCore
 
+# One worker runs every test here (pytest-xdist loadgroup): its core and CRIU images
+# (crit) are made once per module, not once per worker.
+pytestmark = pytest.mark.xdist_group("criu")
+
 
 def crit() -> None:
     try:

@@ -34,6 +34,10 @@ from xcr0tool.sources.elfcore import (
     write_core,
 )
 
+# One worker runs every test here (pytest-xdist loadgroup): its program (gcc -g) and its
+# kernel core and gcore are made once per module, not once per worker.
+pytestmark = pytest.mark.xdist_group("elfcore")
+
 # ---- synthetic cores, laid out with struct (not with the grammars under test) ---------
 
 EM_X86_64 = 62

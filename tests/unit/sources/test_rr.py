@@ -20,6 +20,10 @@ from clirunner import decode_json, json_registers, run_text, text_error
 from coremaker import MadeCore
 from paths import REPO
 
+# One worker runs every test here (pytest-xdist loadgroup): its core and rr trace
+# (capnp) are made once per module, not once per worker.
+pytestmark = pytest.mark.xdist_group("rr")
+
 CPUID_CORPUS = Path(os.environ.get("XCR0TOOL_CPUID_CORPUS", REPO.parent / "shared" / "cpuid"))
 RAPHAEL = CPUID_CORPUS / "AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt"
 
