@@ -9,13 +9,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xcr0tool.errors import UsageError
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.layout import Layout
-from xcr0tool.model.registers import Register, registers
-from xcr0tool.ops.diff import DEFAULT_LANES, LANES, DiffResult, diff_sources
+from xcr0tool.model.registers import DEFAULT_LANES, LANES, Register, registers
 from xcr0tool.sources.open import SourceResult, open_source, with_thread
+
+if TYPE_CHECKING:
+    from xcr0tool.ops.diff import DiffResult
 
 # Registers that --lanes splits, as gdb's vector views do (v4_float, v8_int32, ...).
 VECTOR_PREFIXES = ("xmm", "ymm", "zmm")
@@ -157,6 +160,8 @@ def compare(
     """Compare A and B (either may be SOURCE@ID), thread pair by thread pair."""
     if a == "-" and b == "-":
         raise UsageError("A and B cannot both be standard input")
+    from xcr0tool.ops.diff import diff_sources  # not loaded by decode: startup
+
     source_a = open_source(a, layout_option=layout)
     source_b = open_source(b, layout_option=layout)
     result = diff_sources(source_a, source_b, lanes=lanes, patterns=patterns, raw=raw, pairs=pairs)
