@@ -8,17 +8,15 @@ for the new XCR0 and layout, and every other note and all memory keep their byte
 
 from __future__ import annotations
 
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xcr0tool.arch.components import component
 from xcr0tool.errors import InputError, UsageError, XcrError
+from xcr0tool.files.input import stdin_is_terminal
+from xcr0tool.files.output import refuse_terminal as _refuse
 from xcr0tool.files.output import stdout_is_terminal, write_binary
 from xcr0tool.model.image import FXSAVE, XsaveImage
 from xcr0tool.model.layout import note_from_layout
@@ -41,7 +39,7 @@ def refuse_terminal(output: str | None) -> None:
     """Fail before any work when binary output would go to a terminal."""
     if (output is None or output == "-") and stdout_is_terminal():
         # The same refusal write_binary makes, made early: a core can take a while.
-        write_binary(b"", output)
+        _refuse()
 
 
 @contextmanager
@@ -49,8 +47,9 @@ def open_input(
     name: str, *, layout_option: str | None = None, xcr0: int | None = None
 ) -> Iterator[Opened]:
     """The source's images and, for a whole core, the core to rewrite. A core read from
-    standard input stays spooled until the block ends, so that it can be copied."""
-    if name == "-" and sys.stdin.isatty():
+    standard input stays open (its spool too) until the block ends, so that it can be
+    copied."""
+    if name == "-" and stdin_is_terminal():
         raise UsageError(
             "standard input is a terminal: name a SOURCE or pipe an image or a core in"
         )
@@ -85,7 +84,7 @@ def write_result(opened: Opened, images: Sequence[XsaveImage], output: str | Non
     or stdout."""
     core = opened.core
     if core is None:
-        write_binary(images[0].data, output)
+        write_binary(images[0].data, output, mode=opened.result.file_mode)
         return
     layout_note = None
     if core.xsave_layout is not None:
@@ -99,16 +98,9 @@ def write_result(opened: Opened, images: Sequence[XsaveImage], output: str | Non
     from xcr0tool.sources.elfcore import write_core
 
     xstate = {index: image.data for index, image in enumerate(images)}
-    if output is not None and output != "-":
-        write_core(core, output, xstate=xstate, xsave_layout=layout_note)
-        return
-    refuse_terminal(output)
-    with tempfile.TemporaryDirectory(prefix="xcr0tool-core-") as directory:
-        staged = str(Path(directory) / "core")
-        write_core(core, staged, xstate=xstate, xsave_layout=layout_note)
-        with open(staged, "rb") as new_core:
-            shutil.copyfileobj(new_core, sys.stdout.buffer, 1 << 20)
-        sys.stdout.buffer.flush()
+    # Straight to the output, standard output included: every check of the core's
+    # layout is made before the first byte is written (elfcore.write_core).
+    write_core(core, output, xstate=xstate, xsave_layout=layout_note)
 
 
 def component_lines(

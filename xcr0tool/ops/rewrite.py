@@ -35,7 +35,7 @@ def extract(
 
     result = open_source(with_thread(name, thread), layout_option=layout)
     first = result.images[0]
-    write_binary(first.data, output)
+    write_binary(first.data, output, mode=result.file_mode)
     warnings = list(result.warnings)
     if len(result.images) > 1:
         ids = result.thread_ids() or [image.origin for image in result.images]

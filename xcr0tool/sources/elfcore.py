@@ -1,25 +1,32 @@
 """Read the notes of x86 ELF cores (Linux, FreeBSD), and write cores with notes changed.
 
-Only the ELF header, the header tables and the PT_NOTE segments are ever read into
-memory. A core's PT_LOAD segments hold the process memory, possibly gigabytes:
-`read_core` never reads them and `write_core` copies them through in bounded chunks.
+Only the ELF header, the header tables and the notes are ever read, in bounded pieces,
+and only the descriptors xcr0tool uses are kept in memory. A core's PT_LOAD segments hold
+the process memory, possibly gigabytes: `read_core` never reads them (from a pipe it
+stops after the notes) and `write_core` copies them through without holding them, its
+holes kept as holes (files.output.Sink).
+
+Whatever a core claims, what is read is bounded: every size is checked against the file
+and against what any real core holds (the bounds below say why), and a claim beyond
+them is one line naming the input.
 """
 
 from __future__ import annotations
 
-import contextlib
+import bisect
 import functools
 import os
-import stat
+import re
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from dataclasses import dataclass, field
+from typing import Any
 
 from construct import ConstructError
 
 from xcr0tool.errors import InputError, UsageError
-from xcr0tool.files.output import write_atomic
+from xcr0tool.files.input import FileInput, Input, open_input
+from xcr0tool.files.output import Sink, write_output
 from xcr0tool.formats import elf as g
 
 NT_PRSTATUS = 1
@@ -48,11 +55,45 @@ NOTE_TYPE_NAMES = {
 }
 
 FXSAVE_SIZE = 512
-COPY_CHUNK = 1 << 20
+
+# ---- bounds: what a real core holds, with room; beyond them a core is refused --------
+#
+# Program headers (and section headers): one PT_LOAD per mapping. Linux caps a
+# process's mappings at vm.max_map_count, 65530 by default
+# (include/linux/mm.h DEFAULT_MAX_MAP_COUNT); databases and search engines raise it to
+# 262144 or so. 2^20 is four times that: a 56 MiB table, read in pieces.
+HEADER_LIMIT = 1 << 20
+# The notes, all PT_NOTE segments together. A thread's notes take about 3 KiB (12 KiB
+# with AMX state), and NT_FILE at most 16 MiB (fs/binfmt_elf.c fill_files_note, the
+# core_file_note_size_limit sysctl): 1 GiB holds some 80,000 AMX threads.
+NOTES_LIMIT = 1 << 30
+# Notes, counted: a few per thread (Linux writes one per regset, fs/binfmt_elf.c
+# fill_thread_core_info: NT_PRSTATUS, NT_PRFPREG, NT_X86_XSTATE, maybe NT_X86_SHSTK).
+# 2^18 notes is over 65,000 threads, twice Linux's default pid_max (PID_MAX_DEFAULT,
+# 32768); walking them takes about a second.
+NOTE_COUNT_LIMIT = 1 << 18
+# The descriptors kept whole (XSAVE areas, FPU areas, the layout, NT_PRPSINFO): an XSAVE
+# area is at most a few tens of KiB (CPUID.(0xD,0).ECX: 11 KiB with AMX), the others are
+# smaller. Anything larger than this is not one of them.
+DESC_LIMIT = 1 << 20
+# Of NT_PRSTATUS only the start is read: the thread id lies within its first 64 bytes
+# on every system (formats.elf.prstatus_prefix).
+PRSTATUS_PREFIX = 64
+# Note names ("CORE", "LINUX", "FreeBSD") are a few bytes; a longer one is read only this
+# far, and its note is nobody's xcr0tool knows.
+NAME_LIMIT = 256
+# Segments are placed at most this aligned in a rewrite: Linux and FreeBSD write PT_LOAD
+# with p_align = the page size (fs/binfmt_elf.c: ELF_EXEC_PAGESIZE, 4 KiB on x86), gdb
+# smaller; 2 MiB is x86's large page. A larger (or not power of two) p_align is kept in
+# the header but not honoured: it could only turn a small core into a huge file.
+MAX_ALIGN = 1 << 21
+# Notes are read this much at a time.
+NOTE_PIECE = 1 << 20
 
 # The note types above mean what they say only under these owners; "GDB", "GNU" and
 # others number their own types.
 _SYSTEM_OWNERS = frozenset({"CORE", "LINUX", "FreeBSD"})
+_READ_WHOLE = frozenset({NT_PRFPREG, NT_X86_XSTATE, NT_PRXFPREG, NT_X86_XSAVE_LAYOUT, NT_PRPSINFO})
 _LAYOUT = ("LINUX", NT_X86_XSAVE_LAYOUT)
 # Notes about the process, not about the thread whose NT_PRSTATUS they follow: Linux
 # writes its process notes after the first thread's NT_PRSTATUS and NT_X86_XSAVE_LAYOUT
@@ -76,7 +117,7 @@ _NOT_A_CORE = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CoreNote:
     owner: str
     type: int
@@ -103,17 +144,27 @@ class CoreFile:
     threads: list[CoreThread]
     xsave_layout: bytes | None  # NT_X86_XSAVE_LAYOUT descriptor, verbatim
     notes: list[CoreNote]  # every note, in file order
+    # The open input the core was read from, when its reader keeps it open (a stream
+    # cannot be opened again): write_core copies from it. None: write_core opens `path`.
+    source: Input | None = field(default=None, compare=False, repr=False)
 
 
 def looks_like_elf(head: bytes) -> bool:
     return head[:4] == g.ELFMAG
 
 
-def read_core(path: str, name: str | None = None) -> CoreFile:
-    """Read the threads and notes of the core at `path`; `name` is how errors call it."""
-    with _open_input(path, path if name is None else name) as src:
-        elf = _read_elf(src)
-        notes = _read_notes(src, elf)
+def read_core(path: str | Input, name: str | None = None) -> CoreFile:
+    """Read the threads and notes of a core: at `path` (then `name` is how errors call
+    it), or from an open Input, which the CoreFile keeps for write_core."""
+    if isinstance(path, Input):
+        return _read_core(_Input(path), path.name, path)
+    with _open(path, path if name is None else name) as opened:
+        return _read_core(_Input(opened), path, None)
+
+
+def _read_core(src: _Input, path: str, keep: Input | None) -> CoreFile:
+    elf = _read_elf(src)
+    notes = _read_notes(src, elf)
     system = _system(elf, notes)
     groups = _thread_groups(notes)
     if not groups:
@@ -127,12 +178,22 @@ def read_core(path: str, name: str | None = None) -> CoreFile:
         threads=[_thread(src, elf, system, notes, i, members) for i, members in enumerate(groups)],
         xsave_layout=_first_desc(notes, range(len(notes)), NT_X86_XSAVE_LAYOUT),
         notes=[note.public for note in notes],
+        source=keep,
     )
+
+
+def _open(path: str, name: str) -> Input:
+    try:
+        opened = open_input(path)
+    except InputError as error:
+        raise InputError(name, error.problem) from None
+    opened.name = name
+    return opened
 
 
 def write_core(
     core: CoreFile,
-    dest: str,
+    dest: str | None,
     *,
     xstate: Mapping[int, bytes] | None = None,
     xsave_layout: bytes | None = None,
@@ -141,7 +202,8 @@ def write_core(
     drop_note_types: Collection[tuple[str, int]] = (),
     scrub_prpsinfo: bool = False,
 ) -> None:
-    """Write `core` to `dest` with the changes asked for; the input is never touched.
+    """Write `core` to `dest` (None or `-`: standard output) with the changes asked for,
+    through files.output.write_output; the input is never touched.
 
     `xstate` maps thread indices to new NT_X86_XSTATE descriptors (a thread without
     one gets one after its NT_PRFPREG). `xsave_layout` replaces or adds the process's
@@ -150,7 +212,8 @@ def write_core(
     and `scrub_prpsinfo` blanks the command name, arguments, uid and gid in NT_PRPSINFO.
 
     Every other note keeps its bytes and its place; segments and sections after a note
-    segment that changed size move by that change, rounded up to their alignment.
+    segment that changed size move by that change, rounded up to their alignment. The
+    output is as readable as the input at most (files.output).
     """
     if xsave_layout is not None and drop_xsave_layout:
         raise UsageError("xsave_layout and drop_xsave_layout exclude each other")
@@ -165,59 +228,84 @@ def write_core(
         drops=frozenset(drop_note_types),
         scrub=scrub_prpsinfo,
     )
-    with _open_input(core.path, core.path) as src:
-        if os.path.exists(dest) and os.path.samefile(dest, core.path):
-            raise UsageError(f"{dest}: is the input core; write the new core elsewhere")
-        elf = _read_elf(src)
-        notes = _read_notes(src, elf)
-        if [note.public for note in notes] != core.notes:
-            raise src.error("changed since it was read")
-        segments = _rebuild_notes(src, elf, notes, _system(elf, notes), edit)
-        regions = _place(src, elf, segments, drop_memory)
-        write_atomic(dest, lambda out: _emit(src, out, regions))
+    if core.source is not None:
+        _write(core, core.source, dest, edit, drop_memory)
+        return
+    with _open(core.path, core.path) as opened:
+        _write(core, opened, dest, edit, drop_memory)
+
+
+def _write(core: CoreFile, opened: Input, dest: str | None, edit: _NoteEdit, drop: bool) -> None:
+    if dest is not None and dest != "-" and _same_file(opened, dest):
+        raise UsageError(f"{dest}: is the input core; write the new core elsewhere")
+    src = _Input(opened)
+    elf = _read_elf(src)
+    notes = _read_notes(src, elf)
+    if [note.public for note in notes] != core.notes:
+        raise src.error("changed since it was read")
+    segments = _rebuild_notes(src, elf, notes, _system(elf, notes), edit)
+    opened.drain()  # a stream: the rest of the core, into its spool
+    regions = _place(src, elf, segments, drop)
+    size = max((r.new_start + r.new_size for r in regions), default=0)
+    write_output(
+        dest,
+        lambda sink: _emit(src, sink, regions),
+        mode=opened.mode,
+        size=max(size, opened.size or 0),
+    )
+
+
+def _same_file(opened: Input, dest: str) -> bool:
+    if not isinstance(opened, FileInput):
+        return False
+    try:
+        return os.path.samestat(os.fstat(opened.fileno()), os.stat(dest))
+    except OSError:
+        return False
 
 
 # ---- reading -------------------------------------------------------------------------
 
 
 class _Input:
-    """An input file: reads are bounds-checked, and errors name the file as the user did."""
+    """The core reader's view of an Input: bounds-checked reads, records, parses."""
 
-    def __init__(self, f: BinaryIO, source: str) -> None:
-        self.f = f
-        self.source = source
-        self.size = os.fstat(f.fileno()).st_size
+    def __init__(self, opened: Input) -> None:
+        self.input = opened
+        self.source = opened.name
+
+    @property
+    def size(self) -> int | None:
+        return self.input.size
 
     def error(self, problem: str) -> InputError:
         return InputError(self.source, problem)
 
     def need(self, what: str, end: int) -> None:
-        if end > self.size:
-            raise self.error(f"truncated: {what} ends at {end:#x}, file is {self.size:#x} bytes")
+        self.input.need(what, end)
 
     def read(self, what: str, offset: int, size: int) -> bytes:
-        self.need(what, offset + size)
-        self.f.seek(offset)
-        return self.f.read(size)
+        return self.input.read(what, offset, size)
 
     def table(
         self, what: str, offset: int, count: int, entry_size: int, records: _Records
     ) -> list[dict[str, int]]:
+        return [record for _, record in self.records(what, offset, count, entry_size, records)]
+
+    def records(
+        self, what: str, offset: int, count: int, entry_size: int, records: _Records
+    ) -> Iterator[tuple[int, dict[str, int]]]:
+        """The entries of a header table, read a bounded piece at a time."""
         if count and entry_size != records.size:
             raise self.error(f"{what}: entries of {entry_size} bytes, not {records.size}")
-        data = self.read(what, offset, count * records.size)
-        return [records.unpack(data, i * records.size) for i in range(count)]
-
-    def copy_to(self, out: IO[bytes], offset: int, size: int) -> None:
-        """Copy in bounded chunks: segments can be gigabytes."""
-        self.f.seek(offset)
-        while size:
-            chunk = self.f.read(min(size, COPY_CHUNK))
-            if not chunk:
-                raise self.error(f"truncated while copying: file ends before {offset + size:#x}")
-            out.write(chunk)
-            size -= len(chunk)
-            offset += len(chunk)
+        if self.size is not None:
+            self.need(what, offset + count * records.size)
+        per_piece = max(1, NOTE_PIECE // records.size)
+        for first in range(0, count, per_piece):
+            number = min(per_piece, count - first)
+            data = self.read(what, offset + first * records.size, number * records.size)
+            for i in range(number):
+                yield first + i, records.unpack(data, i * records.size)
 
     def parse(self, grammar: Any, data: bytes | memoryview, what: str) -> Any:
         """The one place construct meets file bytes; callers check bounds first."""
@@ -225,25 +313,6 @@ class _Input:
             return grammar.parse(data)
         except (ConstructError, struct.error) as error:
             raise self.error(f"cannot parse {what}: {error}") from None
-
-
-def _reason(error: OSError) -> str:
-    return (error.strerror or str(error)).lower()
-
-
-@contextlib.contextmanager
-def _open_input(path: str, source: str) -> Iterator[_Input]:
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as error:
-        raise InputError(source, _reason(error)) from None
-    with f:
-        try:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise InputError(source, "not a regular file")
-            yield _Input(f, source)
-        except OSError as error:
-            raise InputError(source, _reason(error)) from None
 
 
 @functools.cache
@@ -279,12 +348,15 @@ class _Elf:
     elf_class: int
     machine: str
     header: Any  # construct Container of g.elf_header
-    phdrs: list[dict[str, int]]
+    phnum: int
+    note_segments: list[tuple[int, dict[str, int]]]  # (index, header) of every PT_NOTE
     shnum: int
+    # Zero bytes ending a note segment, by segment index: copied, not read as notes.
+    padding: dict[int, _Range] = field(default_factory=dict)
 
 
 def _read_elf(src: _Input) -> _Elf:
-    head = src.read("ELF identification", 0, min(src.size, g.EI_NIDENT))
+    head = src.input.read_upto(0, g.EI_NIDENT)
     if not head:
         raise src.error("empty file")
     if not looks_like_elf(head):
@@ -309,27 +381,74 @@ def _read_elf(src: _Input) -> _Elf:
         raise src.error(f"not an x86 core: ELF{elf_class}, e_machine {header.e_machine}")
 
     phnum, shnum = header.e_phnum, header.e_shnum if header.e_shoff else 0
-    # Past 0xfffe segments or 0xfeff sections, the counts move into section header 0.
+    # Past 0xfffe segments or 0xfeff sections, the counts move into section header 0
+    # (gABI "Sections"; fs/binfmt_elf.c fill_extnum_info). From a pipe, reading it may
+    # mean reading the whole core: the kernel writes it last.
     if header.e_shoff and (phnum == g.PN_XNUM or shnum == 0):
         sections = _records(g.section_header, elf_class)
         zero = src.table("section header table", header.e_shoff, 1, header.e_shentsize, sections)
         phnum = zero[0]["sh_info"] if phnum == g.PN_XNUM else phnum
         shnum = shnum or zero[0]["sh_size"]
+    for count, what in ((phnum, "program"), (shnum, "section")):
+        if count > HEADER_LIMIT:
+            raise src.error(
+                f"claims {count} {what} headers, more than any core holds (at most {HEADER_LIMIT})"
+            )
     segments = _records(g.program_header, elf_class)
-    phdrs = src.table("program header table", header.e_phoff, phnum, header.e_phentsize, segments)
-    return _Elf(elf_class, machine, header, phdrs, shnum)
+    notes = [
+        (index, phdr)
+        for index, phdr in src.records(
+            "program header table", header.e_phoff, phnum, header.e_phentsize, segments
+        )
+        if phdr["p_type"] == g.PT_NOTE
+    ]
+    return _Elf(elf_class, machine, header, phnum, notes, shnum)
 
 
-@dataclass
+def _all_phdrs(src: _Input, elf: _Elf) -> list[dict[str, int]]:
+    """Every program header, for a rewrite (which moves them all)."""
+    segments = _records(g.program_header, elf.elf_class)
+    header = elf.header
+    return src.table(
+        "program header table", header.e_phoff, elf.phnum, header.e_phentsize, segments
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """Bytes of the input, copied as they are."""
+
+    start: int
+    size: int
+
+
 class _Note:
     """A note as it lies in its segment: the public view and what a rewrite needs."""
 
-    public: CoreNote
-    number: int  # position among all notes, as error messages count them
-    segment: int  # index of its program header
-    name: bytes  # the n_namesz bytes of the name field
-    raw: memoryview  # header, name, descriptor and padding, as in the file
-    desc: memoryview
+    __slots__ = ("desc", "name", "number", "public", "raw_size", "raw_start", "segment")
+
+    def __init__(
+        self,
+        public: CoreNote,
+        number: int,
+        segment: int,
+        name: bytes,
+        raw_start: int,
+        raw_size: int,
+        desc: bytes | None,
+    ) -> None:
+        self.public = public
+        self.number = number  # position among all notes, as error messages count them
+        self.segment = segment  # index of its program header
+        self.name = name  # the n_namesz bytes of the name field (at most NAME_LIMIT)
+        # Header, name, descriptor and padding, in the file.
+        self.raw_start, self.raw_size = raw_start, raw_size
+        # The descriptor, for the notes xcr0tool reads (of NT_PRSTATUS: its start).
+        self.desc = desc
+
+    @property
+    def raw(self) -> _Range:
+        return _Range(self.raw_start, self.raw_size)
 
     @property
     def kind(self) -> tuple[str, int]:
@@ -348,37 +467,132 @@ def _align(size: int) -> int:
 
 
 def _read_notes(src: _Input, elf: _Elf) -> list[_Note]:
-    """Every note of every PT_NOTE segment, in program header order."""
-    header = _records(g.note_header).format
+    """Every note of every PT_NOTE segment, in program header order, each segment read
+    NOTE_PIECE bytes at a time; descriptors are read only for the notes xcr0tool uses.
+    Zero bytes are empty notes (gABI: no name, type 0, no descriptor) that no one
+    uses: those ending a segment are its padding (elf.padding), others go with the note
+    after them (copied with it, unless that note is rewritten); neither is listed."""
     notes: list[_Note] = []
-    for segment, phdr in enumerate(elf.phdrs):
-        if phdr["p_type"] != g.PT_NOTE:
-            continue
+    total = 0
+    for segment, phdr in elf.note_segments:
         base, length = phdr["p_offset"], phdr["p_filesz"]
-        data = memoryview(src.read(f"note segment {segment}", base, length))
-        at = 0
-        while at < length:
-            number = len(notes)
-            if length - at < header.size:
+        if not length:
+            continue
+        total += length
+        if total > NOTES_LIMIT:
+            raise src.error(
+                f"note segment {segment} claims {length} bytes: more notes than any core"
+                f" holds (at most {NOTES_LIMIT} bytes in all)"
+            )
+        if src.size is not None:
+            src.need(f"note segment {segment}", base + length)  # a file: before any walk
+        _walk(_Segment(src, segment, base, length), notes, elf)
+    return notes
+
+
+class _Segment:
+    """A note segment, read a piece at a time."""
+
+    def __init__(self, src: _Input, index: int, base: int, length: int) -> None:
+        self.src, self.index, self.base, self.length = src, index, base, length
+        self.what = f"note segment {index}"
+        self.data = b""  # the piece read last
+        self.at = 0  # where it starts in the segment
+
+    def load(self, offset: int, size: int) -> None:
+        """Make [offset, offset + size) part of the piece."""
+        size = min(max(size, NOTE_PIECE), self.length - offset)
+        self.data = self.src.read(self.what, self.base + offset, size)
+        self.at = offset
+
+    def next_data(self, offset: int) -> int:
+        """The offset of the first non-zero byte from `offset` on (the length if none)."""
+        while offset < self.length:
+            self.load(offset, NOTE_PIECE)
+            found = _NON_ZERO.search(self.data)
+            if found:
+                return offset + found.start()
+            offset += len(self.data)
+        return self.length
+
+
+_NON_ZERO = re.compile(rb"[^\x00]")
+
+
+def _walk(seg: _Segment, notes: list[_Note], elf: _Elf) -> None:
+    """Append the notes of one segment. The loop is written for speed: a core may have
+    hundreds of thousands of notes."""
+    src, base, length, segment = seg.src, seg.base, seg.length, seg.index
+    header = _records(g.note_header).format
+    head_size, unpack_from = header.size, header.unpack_from
+    pad = g.NOTE_ALIGN - 1
+    owners: dict[bytes, str] = {}
+    lead = -1  # where a run of empty notes before this one starts
+    at = 0
+    while at < length:
+        number = len(notes)
+        if number >= NOTE_COUNT_LIMIT:
+            raise src.error(f"more than {NOTE_COUNT_LIMIT} notes: more than any core holds")
+        if at + head_size > seg.at + len(seg.data) and length - at >= head_size:
+            seg.load(at, head_size)
+        if length - at < head_size or not any(
+            unpack_from(seg.data, at - seg.at)
+        ):  # zeros: empty notes (no name, type or descriptor), or padding
+            data = seg.next_data(at)
+            if data >= length:
+                # Zeros to the end: padding (a segment padded, or claiming more than
+                # was written), copied in a rewrite, never walked 12 bytes at a time.
+                elf.padding[segment] = _Range(base + at, length - at)
+                return
+            if length - at < head_size:
                 left = length - at
                 raise src.error(f"note {number}: header runs past its segment ({left} bytes left)")
-            namesz, descsz, note_type = header.unpack_from(data, at)
-            name_at = at + header.size
-            desc_at = name_at + _align(namesz)
-            desc_end = desc_at + descsz
-            if desc_at > length:
-                problem = f"{_label(number, note_type)} has a {namesz}-byte name"
-                raise src.error(f"{problem} but its segment ends after {length - name_at}")
-            if desc_end > length:
-                problem = f"{_label(number, note_type)} claims {descsz} bytes"
-                raise src.error(f"{problem} but its segment ends after {length - desc_at}")
-            name = bytes(data[name_at : name_at + namesz])
-            # The last note of a segment may go without its final padding.
-            end = min(_align(desc_end), length)
-            public = CoreNote(_owner(name), note_type, base + desc_at, descsz)
-            notes.append(_Note(public, number, segment, name, data[at:end], data[desc_at:desc_end]))
-            at = end
-    return notes
+            # Empty notes up to the one holding the next non-zero byte: no note of
+            # anyone's, kept as bytes before that note.
+            lead = at if lead < 0 else lead
+            at += (data - at) // head_size * head_size
+            seg.load(at, head_size)
+            continue
+        namesz, descsz, note_type = unpack_from(seg.data, at - seg.at)
+        name_at = at + head_size
+        desc_at = name_at + ((namesz + pad) & ~pad)
+        desc_end = desc_at + descsz
+        if desc_at > length:
+            problem = f"{_label(number, note_type)} has a {namesz}-byte name"
+            raise src.error(f"{problem} but its segment ends after {length - name_at}")
+        if desc_end > length:
+            problem = f"{_label(number, note_type)} claims {descsz} bytes"
+            raise src.error(f"{problem} but its segment ends after {length - desc_at}")
+        if namesz:
+            kept = min(namesz, NAME_LIMIT)
+            if name_at + kept > seg.at + len(seg.data):
+                seg.load(name_at, kept)
+            name = seg.data[name_at - seg.at : name_at - seg.at + kept]
+            owner = owners.get(name)
+            if owner is None:
+                owner = owners[name] = _owner(name) if namesz <= NAME_LIMIT else ""
+        else:
+            name, owner = b"", ""
+        desc = None
+        if owner in _SYSTEM_OWNERS and (note_type == NT_PRSTATUS or note_type in _READ_WHOLE):
+            size = descsz
+            if note_type == NT_PRSTATUS:
+                size = min(descsz, PRSTATUS_PREFIX)
+            elif descsz > DESC_LIMIT:
+                raise src.error(
+                    f"{_label(number, note_type)} claims {descsz} bytes, more than"
+                    f" such a note holds (at most {DESC_LIMIT})"
+                )
+            if desc_at + size > seg.at + len(seg.data):
+                seg.load(desc_at, size)
+            desc = seg.data[desc_at - seg.at : desc_at - seg.at + size]
+        # The last note of a segment may go without its final padding.
+        end = min((desc_end + pad) & ~pad, length)
+        public = CoreNote(owner, note_type, base + desc_at, descsz)
+        start = at if lead < 0 else lead
+        notes.append(_Note(public, number, segment, name, base + start, end - start, desc))
+        lead = -1
+        at = end
 
 
 def _owner(name: bytes) -> str:
@@ -406,7 +620,7 @@ def _thread_groups(notes: list[_Note]) -> list[list[int]]:
 def _first_desc(notes: list[_Note], members: Iterable[int], note_type: int) -> bytes | None:
     for i in members:
         if notes[i].public.type == note_type and notes[i].public.owner in _SYSTEM_OWNERS:
-            return bytes(notes[i].desc)
+            return notes[i].desc
     return None
 
 
@@ -429,10 +643,21 @@ def _thread(
 
 
 def _tid(src: _Input, grammar: Any, status: _Note) -> int | None:
-    size = grammar.sizeof()
-    if len(status.desc) < size:
+    size = _pid_end(grammar)
+    if status.desc is None or len(status.desc) < size:
         return None
-    return int(src.parse(grammar, status.desc[:size], status.describe()).pr_pid)
+    # pr_pid is the grammar's last field, a signed 32-bit integer (_pid_end checks):
+    # read with int.from_bytes, a thousand threads cost no construct parse each.
+    return int.from_bytes(status.desc[size - 4 : size], "little", signed=True)
+
+
+@functools.cache
+def _pid_end(grammar: Any) -> int:
+    """Where pr_pid ends in a prstatus prefix grammar (formats.elf.prstatus_prefix)."""
+    last = grammar.subcons[-1]
+    if last.name != "pr_pid" or last.subcon.sizeof() != 4:
+        raise TypeError("prstatus_prefix must end with pr_pid, a 32-bit integer")
+    return int(grammar.sizeof())
 
 
 # ---- writing -------------------------------------------------------------------------
@@ -447,6 +672,9 @@ class _NoteEdit:
     scrub: bool
 
 
+_Piece = bytes | _Range  # new bytes, or input bytes copied as they are
+
+
 def _note_bytes(name: bytes, note_type: int, desc: bytes) -> bytes:
     header = _records(g.note_header).format.pack(len(name), len(desc), note_type)
     return b"".join((header, _padded(name), _padded(desc)))
@@ -458,8 +686,9 @@ def _padded(field: bytes) -> bytes:
 
 def _rebuild_notes(
     src: _Input, elf: _Elf, notes: list[_Note], system: str, edit: _NoteEdit
-) -> dict[int, bytes]:
-    """The new contents of each PT_NOTE segment, by program header index."""
+) -> dict[int, list[_Piece]]:
+    """The new contents of each PT_NOTE segment, by program header index: new bytes for
+    the notes that change, ranges of the input for the others (never held in memory)."""
     owner = b"FreeBSD\0" if system == "freebsd" else b"LINUX\0"
     thread_of: dict[int, int] = {}
     added_after: dict[int, bytes] = {}
@@ -470,7 +699,7 @@ def _rebuild_notes(
             added_after[anchor] = _note_bytes(owner, NT_X86_XSTATE, edit.xstate[thread])
     layouts = [i for i, note in enumerate(notes) if note.kind == _LAYOUT]
 
-    def edited(i: int, note: _Note) -> bytes:
+    def edited(i: int, note: _Note) -> _Piece:
         system_note = note.public.owner in _SYSTEM_OWNERS
         if system_note and note.public.type == NT_X86_XSTATE and thread_of.get(i) in edit.xstate:
             return _note_bytes(note.name, NT_X86_XSTATE, edit.xstate[thread_of[i]])
@@ -482,30 +711,48 @@ def _rebuild_notes(
             return b""
         if edit.scrub and system_note and note.public.type == NT_PRPSINFO:
             return _note_bytes(note.name, NT_PRPSINFO, _scrubbed(src, elf, system, note))
-        return bytes(note.raw)
+        return note.raw
 
-    segments = {i: bytearray() for i, phdr in enumerate(elf.phdrs) if phdr["p_type"] == g.PT_NOTE}
+    segments: dict[int, list[_Piece]] = {index: [] for index, _ in elf.note_segments}
     for i, note in enumerate(notes):
-        segments[note.segment] += edited(i, note) + added_after.get(i, b"")
+        pieces = segments[note.segment]
+        pieces.append(edited(i, note))
+        if i in added_after:
+            pieces.append(added_after[i])
     if edit.layout is not None and not layouts:
         if not segments:
             raise src.error("no PT_NOTE segment to hold NT_X86_XSAVE_LAYOUT")
         # Linux writes it after every thread's notes.
-        segments[max(segments)] += _note_bytes(b"LINUX\0", NT_X86_XSAVE_LAYOUT, edit.layout)
-    return {index: bytes(content) for index, content in segments.items()}
+        segments[max(segments)].append(_note_bytes(b"LINUX\0", NT_X86_XSAVE_LAYOUT, edit.layout))
+    for index, padding in elf.padding.items():
+        segments[index].append(padding)
+    return {index: [p for p in pieces if _size(p)] for index, pieces in segments.items()}
+
+
+def _size(piece: _Piece) -> int:
+    return piece.size if isinstance(piece, _Range) else len(piece)
 
 
 def _scrubbed(src: _Input, elf: _Elf, system: str, note: _Note) -> bytes:
     grammar = _grammar(g.prpsinfo_prefix, system, elf.elf_class)
     size = grammar.sizeof()
-    if len(note.desc) < size:
-        raise src.error(f"{note.describe()} is {len(note.desc)} bytes, too short to scrub")
-    info = src.parse(grammar, note.desc[:size], note.describe())
+    desc = note.desc or b""
+    if len(desc) < size:
+        raise src.error(f"{note.describe()} is {len(desc)} bytes, too short to scrub")
+    info = src.parse(grammar, desc[:size], note.describe())
     info.pr_fname = bytes(len(info.pr_fname))
     info.pr_psargs = bytes(len(info.pr_psargs))
     if "pr_uid" in info:
         info.pr_uid = info.pr_gid = 0
-    return bytes(grammar.build(info)) + bytes(note.desc[size:])
+    return bytes(grammar.build(info)) + desc[size:]
+
+
+def _alignment(value: int) -> int:
+    """The alignment a rewrite keeps for p_align or sh_addralign `value`: a power of two
+    up to MAX_ALIGN (gABI: 0 and 1 mean none, anything else is a power of two)."""
+    if value <= 1 or value & (value - 1):
+        return 1
+    return min(value, MAX_ALIGN)
 
 
 @dataclass(eq=False)
@@ -517,21 +764,25 @@ class _Region:
     size: int  # bytes it spans in the input
     align: int
     new_size: int
-    content: bytes = b""  # for "notes" and "table"
+    content: list[_Piece] = field(default_factory=list)  # for "notes" and "table"
     new_start: int = 0
 
 
-def _place(src: _Input, elf: _Elf, notes: dict[int, bytes], drop_memory: bool) -> list[_Region]:
+def _place(
+    src: _Input, elf: _Elf, notes: dict[int, list[_Piece]], drop_memory: bool
+) -> list[_Region]:
     """Lay out the output and update the headers to match.
 
     Every region moves by the size changes before it, rounded up to its own alignment,
     so a segment keeps p_offset = p_vaddr modulo p_align; nothing moves when nothing
-    changes size, which makes an unchanged rewrite byte-identical.
+    changes size, which makes an unchanged rewrite byte-identical. A region that holds
+    no bytes (a PT_LOAD of p_filesz 0, wherever it points) moves nothing after it.
     """
     c, header = elf.elf_class, elf.header
     header_grammar = _grammar(g.elf_header, c)
     segment_records = _records(g.program_header, c)
     sections = _records(g.section_header, c)
+    phdrs = _all_phdrs(src, elf)
     shdrs = src.table(
         "section header table", header.e_shoff, elf.shnum, header.e_shentsize, sections
     )
@@ -540,11 +791,11 @@ def _place(src: _Input, elf: _Elf, notes: dict[int, bytes], drop_memory: bool) -
         return _Region("table", start, size, align, new_size=size)
 
     ehdr = table(0, header_grammar.sizeof(), 1)
-    phdr_table = table(header.e_phoff, len(elf.phdrs) * segment_records.size, c // 8)
+    phdr_table = table(header.e_phoff, len(phdrs) * segment_records.size, c // 8)
     shdr_table = table(header.e_shoff, len(shdrs) * sections.size, c // 8)
     tables = [ehdr, phdr_table, shdr_table] if shdrs else [ehdr, phdr_table]
 
-    segments = [_segment(src, i, phdr, notes, drop_memory) for i, phdr in enumerate(elf.phdrs)]
+    segments = [_segment(src, i, phdr, notes, drop_memory) for i, phdr in enumerate(phdrs)]
     loose, riders = _sections(src, shdrs, segments)
     regions = [*tables, *segments, *(region for _, region in loose)]
     regions.sort(key=lambda r: (r.start, r.size))
@@ -552,10 +803,13 @@ def _place(src: _Input, elf: _Elf, notes: dict[int, bytes], drop_memory: bool) -
     for region in regions:
         if region.size and region.start < end:
             raise src.error(f"cannot rewrite: file ranges overlap at {region.start:#x}")
-        shift = -(-shift // region.align) * region.align
-        region.new_start = region.start + shift
-        if region.new_start < written:
-            # An empty region inside a larger one that shrank (a dropped PT_LOAD).
+        rounded = -(-shift // region.align) * region.align
+        region.new_start = region.start + rounded
+        if region.new_size:
+            shift = rounded
+        elif region.new_start < written and (region.kind == "dropped" or region.new_start < 0):
+            # Nothing to place: after what is written, keeping its offset modulo its
+            # alignment. A dropped PT_LOAD, or an empty one inside a region that shrank.
             region.new_start = written + (region.start - written) % region.align
         shift += region.new_size - region.size
         end = max(end, region.start + region.size)
@@ -563,7 +817,7 @@ def _place(src: _Input, elf: _Elf, notes: dict[int, bytes], drop_memory: bool) -
     if max(region.new_start + region.new_size for region in regions) >= 1 << c:
         raise src.error(f"cannot rewrite: the new layout does not fit in ELF{c} offsets")
 
-    for phdr, segment in zip(elf.phdrs, segments, strict=True):
+    for phdr, segment in zip(phdrs, segments, strict=True):
         phdr["p_offset"], phdr["p_filesz"] = segment.new_start, segment.new_size
     for shdr, region in loose:
         shdr["sh_offset"] = region.new_start
@@ -577,18 +831,23 @@ def _place(src: _Input, elf: _Elf, notes: dict[int, bytes], drop_memory: bool) -
     new_header = header.copy()
     new_header.e_phoff = phdr_table.new_start
     new_header.e_shoff = shdr_table.new_start if shdrs else header.e_shoff
-    ehdr.content = bytes(header_grammar.build(new_header))
-    phdr_table.content = b"".join(segment_records.pack(p) for p in elf.phdrs)
-    shdr_table.content = b"".join(sections.pack(s) for s in shdrs)
+    ehdr.content = [bytes(header_grammar.build(new_header))]
+    phdr_table.content = [b"".join(segment_records.pack(p) for p in phdrs)]
+    shdr_table.content = [b"".join(sections.pack(s) for s in shdrs)]
     return regions
 
 
 def _segment(
-    src: _Input, index: int, phdr: dict[str, int], notes: dict[int, bytes], drop_memory: bool
+    src: _Input,
+    index: int,
+    phdr: dict[str, int],
+    notes: dict[int, list[_Piece]],
+    drop_memory: bool,
 ) -> _Region:
-    start, size, align = phdr["p_offset"], phdr["p_filesz"], max(phdr["p_align"], 1)
+    start, size, align = phdr["p_offset"], phdr["p_filesz"], _alignment(phdr["p_align"])
     if index in notes:
-        return _Region("notes", start, size, align, len(notes[index]), notes[index])
+        content = notes[index]
+        return _Region("notes", start, size, align, sum(map(_size, content)), content)
     if drop_memory and phdr["p_type"] == g.PT_LOAD:
         return _Region("dropped", start, size, align, 0)
     if size:  # a segment with no file bytes may point past the end (scrubbed cores)
@@ -603,21 +862,24 @@ def _sections(
     lie in a segment (gcore names each segment so), each with the segment it rides in."""
     loose: list[tuple[dict[str, int], _Region]] = []
     riders: list[tuple[dict[str, int], _Region]] = []
+    # Segments by start, to find the one a section lies in without a scan per section.
+    by_start = sorted((s for s in segments if s.size), key=lambda s: s.start)
+    starts = [s.start for s in by_start]
     # Section 0 holds no bytes, only the extended counts.
     for index, shdr in enumerate(shdrs[1:], start=1):
         start = shdr["sh_offset"]
         size = 0 if shdr["sh_type"] == g.SHT_NOBITS else shdr["sh_size"]
-        host = next(
-            (
-                s
-                for s in segments
-                if s.start <= start < s.start + s.size and start + size <= s.start + s.size
-            ),
-            None,
-        )
+        host = None
+        at = bisect.bisect_right(starts, start) - 1
+        if at >= 0:
+            candidate = by_start[at]
+            limit = candidate.start + candidate.size
+            if start < limit and start + size <= limit:
+                host = candidate
         if host is None:
             src.need(f"section {index}", start + size)
-            loose.append((shdr, _Region("copy", start, size, max(shdr["sh_addralign"], 1), size)))
+            align = _alignment(shdr["sh_addralign"])
+            loose.append((shdr, _Region("copy", start, size, align, size)))
         elif host.kind == "notes" and (start, size) != (host.start, host.size):
             raise src.error(f"cannot rewrite: section {index} covers part of a note segment")
         else:
@@ -625,22 +887,31 @@ def _sections(
     return loose, riders
 
 
-def _emit(src: _Input, out: IO[bytes], regions: list[_Region]) -> None:
-    """Write the regions where `_place` put them. Bytes between regions, which no header
-    names, follow the region before them; padding added for alignment reads as zeros."""
+def _emit(src: _Input, out: Sink, regions: list[_Region]) -> None:
+    """Write the regions where `_place` put them, in order. Bytes between regions, which
+    no header names, follow the region before them; padding added for alignment is a
+    hole where the output can have one, and so is every hole of the input."""
+    opened = src.input
+    size = opened.size or 0
     copied_to = 0
     for region in regions:
         # A region with no file bytes may start past the end of a scrubbed core.
-        gap_end = min(region.start, src.size)
+        gap_end = min(region.start, size)
         if gap_end > copied_to:
-            src.copy_to(out, copied_to, gap_end - copied_to)
+            out.copy(opened, copied_to, gap_end - copied_to)
         copied_to = max(copied_to, region.start + region.size)
         if not region.new_size:
             continue
-        out.seek(region.new_start)
+        if region.new_start < out.position:
+            raise src.error(f"cannot rewrite: file ranges overlap at {region.start:#x}")
+        out.zeros(region.new_start - out.position)
         if region.kind == "copy":
-            src.copy_to(out, region.start, region.new_size)
-        else:
-            out.write(region.content)
-    if src.size > copied_to:
-        src.copy_to(out, copied_to, src.size - copied_to)
+            out.copy(opened, region.start, region.new_size)
+            continue
+        for piece in region.content:
+            if isinstance(piece, _Range):
+                out.copy(opened, piece.start, piece.size)
+            else:
+                out.write(piece)
+    if size > copied_to:
+        out.copy(opened, copied_to, size - copied_to)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from xcr0tool.arch.components import describe_mask
 from xcr0tool.arch.offsets import XSTATE_BV, read_u64
 from xcr0tool.errors import InputError, LayoutError
+from xcr0tool.files.compressed import format_of
 from xcr0tool.files.input import check_readable_file, read_limited, reason
 from xcr0tool.formats.cpuid_dump import complete_leaf_0d, missing_subleaves, parse_cpuid_dump
 from xcr0tool.formats.cpuid_leaves import parse_cpuid_leaves
@@ -116,8 +117,12 @@ def resolve_machine(spec: str) -> Machine:
     if os.path.isdir(spec):
         return _directory_machine(spec)
     check_readable_file(spec, "a machine description")
+    if not os.path.isfile(spec):
+        # A pipe (process substitution) or a FIFO: read once, as a core is read from a
+        # stream (files.input), up to its notes.
+        return core_machine(spec)
     head = _head(spec)
-    if head[:4] == ELF_MAGIC:
+    if head[:4] == ELF_MAGIC or format_of(head) is not None:  # a core, or a compressed one
         return core_machine(spec)
     if head[:4] == CRIU_IMAGE_MAGIC:
         return _criu_image(spec, head[4:8])

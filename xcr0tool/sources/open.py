@@ -21,9 +21,6 @@ sizes are its own (sources/criu.py).
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from xcr0tool.arch.xcr0 import check_xcr0
 from xcr0tool.errors import HostUnavailable, InputError, LayoutError, UsageError
-from xcr0tool.files.input import check_readable_file, reason
+from xcr0tool.files.input import STDIN, FileInput, Input, open_input
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.layouts.files import resolve_layout_option
 from xcr0tool.model.image import HostFallback, XsaveImage
@@ -44,6 +41,9 @@ if TYPE_CHECKING:
 ELF_MAGIC = b"\x7fELF"
 CRIU_HEAD = (0x54564319).to_bytes(4, "little")  # IMG_COMMON_MAGIC (formats/criu.py)
 RAW_LIMIT = 1 << 20  # no XSAVE image is near this; a bigger "raw" input is something else
+# Outputs made from a live process's state are as private as the kernel's own cores,
+# which it creates with mode 0600 (fs/coredump.c, do_coredump).
+PROCESS_MODE = 0o600
 
 
 class SourceKind(str, Enum):
@@ -68,10 +68,13 @@ class SourceResult:
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
     warnings: list[str] = field(default_factory=list)
     # The whole core behind the images (not for CORE@TID), to rewrite. Its bytes are read
-    # from its file, which for a core piped in lasts only as long as opened_source's block.
+    # from its input, which stays open only as long as opened_source's block.
     core: CoreFile | None = None
     # What NAME@ID selects for each image when it is not a tid (self's "xsave", "xsavec").
     snapshots: list[str] = field(default_factory=list)
+    # The permission bits of the regular file behind the source (None: a pipe, nothing):
+    # an output made from it is never more readable (files.output.write_output).
+    file_mode: int | None = None
 
     def thread_ids(self) -> list[str]:
         """What NAME@ID (or --thread ID) selects, image by image; [] for a raw image."""
@@ -121,27 +124,12 @@ def with_thread(name: str, thread: str | None) -> str:
     return f"{name}@{thread}"
 
 
-@contextmanager
-def _stdin_as_file() -> Iterator[tuple[str, bytes]]:
-    """Standard input, spooled to a temporary file only if it is an ELF core (cores may be
-    large; images are small and read whole)."""
-    stream = sys.stdin.buffer
-    head = stream.read(4)
-    if head != ELF_MAGIC:
-        yield "", head + stream.read(RAW_LIMIT)
-        return
-    with tempfile.NamedTemporaryFile(prefix="xcr0tool-stdin-", suffix=".core") as spool:
-        spool.write(head)
-        shutil.copyfileobj(stream, spool, 1 << 20)
-        spool.flush()
-        yield spool.name, b""
-
-
 class RawInput(NamedTuple):  # NamedTuple, not a dataclass: cheaper to define at startup
     """A raw image's bytes, as the one reader read them (a file, or standard input)."""
 
     origin: str  # the file's name, or "<stdin>"
     data: bytes
+    mode: int | None = None  # permission bits of the file it came from (None: a pipe)
 
 
 class NamedInput(NamedTuple):
@@ -154,13 +142,17 @@ class NamedInput(NamedTuple):
     tid: int | None
     kind: str = "core"  # core | directory | criu | process | self
     snapshot: str | None = None  # self@xsave, self@xsavec
+    # A core's input, open while opened_input's block lasts: a stream (standard input,
+    # a pipe, a compressed file) cannot be opened twice.
+    opened: Input | None = None
 
 
 @contextmanager
 def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
-    """The one reader of what the user named: a raw image's bytes (a file or `-`), read
-    whole with a bound; anything else by name (a core on standard input is spooled to a
-    file, which lasts while the block does)."""
+    """The one reader of what the user named: a raw image's bytes (a file, `-`, a pipe,
+    compressed or not), read whole with a bound; a core, opened and read no further
+    than its first bytes (it stays open while the block lasts); anything else by
+    name."""
     base, thread = parse_source(name)
     if base.startswith("pid:"):
         yield NamedInput(name, name, None, "process")
@@ -168,36 +160,47 @@ def opened_input(name: str) -> Iterator[RawInput | NamedInput]:
     if base == "self":
         yield NamedInput(name, base, None, "self", thread)
         return
-    if base == "-":
-        with _stdin_as_file() as (spool, piped):
-            if spool:
-                yield NamedInput("<stdin>", spool, _stdin_tid(thread))
-            else:
-                _no_thread_in_raw("<stdin>", thread)
-                if piped[:4] == ELF_MAGIC:
-                    raise InputError(
-                        "<stdin>", "an ELF file: pass it as a file, not through a pipe"
-                    )
-                if is_container(piped):
-                    raise InputError(
-                        "<stdin>", "a CRIU image: pass its file or directory, not a pipe"
-                    )
-                yield RawInput("<stdin>", piped)
-        return
+    piped = base == "-"
     path = base
-    tid = None if thread is None else int(thread)  # a path's @ID is digits (split_thread)
-    if os.path.isdir(path):
-        yield NamedInput(name, path, tid, "directory")
-        return
-    raw = read_input_file(path)
-    if raw is None:
-        yield NamedInput(name, path, tid)
-        return
-    if is_container(raw):
-        yield NamedInput(name, path, tid, "criu")
-        return
-    _no_thread_in_raw(path, thread)
-    yield RawInput(path, raw)
+    if piped:
+        tid = _stdin_tid(thread)
+    else:
+        tid = None if thread is None else int(thread)  # a path's @ID is digits (split_thread)
+        if os.path.isdir(path):
+            yield NamedInput(name, path, tid, "directory")
+            return
+    opened = open_input(path)
+    try:
+        origin = STDIN if piped else path
+        raw = _raw_bytes(opened)
+        if raw is None:
+            opened.name = STDIN if piped else name  # errors name it as the user did
+            yield NamedInput(opened.name, path, tid, "core", opened=opened)
+            return
+        if is_container(raw):
+            if piped or not isinstance(opened, FileInput):
+                raise InputError(origin, "a CRIU image: pass its file or directory, not a pipe")
+            yield NamedInput(name, path, tid, "criu")
+            return
+        _no_thread_in_raw(origin, thread)
+        yield RawInput(origin, raw, opened.mode)
+    finally:
+        opened.close()
+
+
+def _raw_bytes(opened: Input) -> bytes | None:
+    """A raw image's bytes, read whole (at most RAW_LIMIT); None for an ELF file, which
+    is read note by note and never whole."""
+    head = opened.read_upto(0, len(ELF_MAGIC))
+    if head == ELF_MAGIC:
+        return None
+    data = opened.read_upto(0, RAW_LIMIT + 1)
+    if len(data) > RAW_LIMIT:
+        what = "" if opened.kind in ("file", "stream") else f" decompressed ({opened.kind})"
+        raise InputError(
+            opened.name, f"over {RAW_LIMIT} bytes{what} and not an ELF core: not an XSAVE image"
+        )
+    return data
 
 
 def _stdin_tid(thread: str | None) -> int | None:
@@ -218,7 +221,7 @@ def images_of(found: NamedInput, explicit: Layout | None, xcr0: int | None = Non
         return _directory(found.path, found.name, found.tid, explicit)
     if found.kind == "criu":
         return _criu(found.path, found.name, found.tid, explicit)
-    return _core(found.path, found.name, found.tid, explicit)
+    return _core(found, explicit)
 
 
 def open_source(
@@ -243,14 +246,16 @@ def opened_source(
     xcr0: int | None = None,
     host_fallback: bool = True,
 ) -> Iterator[SourceResult]:
-    """open_source, with a core piped in kept spooled while the block lasts, so that the
-    result's core can be rewritten from it."""
+    """open_source, with the input kept open while the block lasts, so that the result's
+    core can be rewritten from it (a stream cannot be opened twice)."""
     if xcr0 is not None:
         check_xcr0(xcr0)  # refused before any input is read, alike in every command
     explicit = resolve_layout_option(layout_option)
     with opened_input(name) as found:
         if isinstance(found, RawInput):
-            yield _raw(found.data, found.origin, explicit, xcr0, host_fallback)
+            result = _raw(found.data, found.origin, explicit, xcr0, host_fallback)
+            result.file_mode = found.mode
+            yield result
         else:
             yield images_of(found, explicit, xcr0)
 
@@ -263,18 +268,8 @@ def _no_thread_in_raw(name: str, thread: str | None) -> None:
 def read_input_file(path: str) -> bytes | None:
     """A raw image's bytes, read whole; None for an ELF file, which is read note by note
     and never whole. Anything wrong is one line naming the file."""
-    check_readable_file(path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(ELF_MAGIC))
-            if head == ELF_MAGIC:
-                return None
-            data = head + handle.read(RAW_LIMIT)
-    except OSError as exc:
-        raise InputError(path, reason(exc)) from None
-    if len(data) > RAW_LIMIT:
-        raise InputError(path, f"over {RAW_LIMIT} bytes and not an ELF core: not an XSAVE image")
-    return data
+    with open_input(path) as opened:
+        return _raw_bytes(opened)
 
 
 def is_container(data: bytes) -> bool:
@@ -328,10 +323,11 @@ def _raw(
     return SourceResult(name, SourceKind.RAW, [image], image.layout)
 
 
-def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> SourceResult:
+def _core(found: NamedInput, explicit: Layout | None) -> SourceResult:
     from xcr0tool.sources.elfcore import read_core
 
-    core = read_core(path, name)
+    name, tid = found.name, found.tid
+    core = read_core(found.path, name) if found.opened is None else read_core(found.opened)
     warnings = []
     layout = explicit
     if core.xsave_layout is not None:
@@ -360,7 +356,10 @@ def _core(path: str, name: str, tid: int | None, explicit: Layout | None) -> Sou
     shared = images[0].layout if all(i.layout == images[0].layout for i in images) else None
     details = {"machine": core.machine, "os": core.os, "class": f"ELF{core.elf_class}"}
     whole = core if tid is None else None
-    return SourceResult(name, SourceKind.ELF_CORE, images, shared, details, warnings, whole)
+    mode = found.opened.mode if found.opened is not None else None
+    return SourceResult(
+        name, SourceKind.ELF_CORE, images, shared, details, warnings, whole, file_mode=mode
+    )
 
 
 class _Thread(Protocol):
@@ -404,7 +403,9 @@ def _process(name: str, layout: Layout | None, xcr0: int | None) -> SourceResult
         )
         for t in live
     ]
-    return SourceResult(name, SourceKind.PROCESS, images, layout, warnings=notes)
+    return SourceResult(
+        name, SourceKind.PROCESS, images, layout, warnings=notes, file_mode=PROCESS_MODE
+    )
 
 
 def host_layout() -> Layout:
