@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
+from typing import NamedTuple
 
 from xcr0tool.arch import mxcsr
 from xcr0tool.arch.components import (
@@ -182,8 +183,7 @@ class XsaveImage:
         ]
 
 
-@dataclass(frozen=True)
-class HostFallback:
+class HostFallback(NamedTuple):  # not a dataclass: cheap to define at every start
     """This machine's XCR0, and its layout read only if the image needs it."""
 
     xcr0: int

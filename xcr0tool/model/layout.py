@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import NamedTuple
 
 from xcr0tool.arch import legacy
 from xcr0tool.arch.components import (
@@ -49,8 +50,7 @@ _ALIGNED_FLAG = 2  # ECX bit 1
 _XFD_FLAG = 4  # ECX bit 2
 
 
-@dataclass(frozen=True)
-class ComponentLayout:
+class ComponentLayout(NamedTuple):  # not a dataclass: cheap to define at every start
     id: int
     size: int
     standard_offset: int | None  # None: supervisor, no place in the standard format

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from xcr0tool.errors import UsageError
 from xcr0tool.model.image import XsaveImage
@@ -29,8 +28,8 @@ def is_vector(name: str) -> bool:
 
 
 # decode --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Decoded:
+# The results are NamedTuples, not dataclasses: cheap to define at every start.
+class Decoded(NamedTuple):
     """`decode`: the images of a source, and which of their registers were asked for."""
 
     source: SourceResult
@@ -71,8 +70,7 @@ def unmatched_patterns(patterns: Sequence[str], sources: Sequence[SourceResult])
     return [f"--reg {p}: no register of {where} matches" for p in waiting]
 
 
-@dataclass(frozen=True)
-class ThreadSummary:
+class ThreadSummary(NamedTuple):
     """One line of the many-thread summary."""
 
     image: XsaveImage
@@ -108,8 +106,7 @@ def _by_name(regs: Iterable[Register]) -> dict[str, Register]:
 
 
 # layout --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LayoutQuery:
+class LayoutQuery(NamedTuple):
     """`layout`: a layout, and the XCR0 and XCOMP_BV asked about."""
 
     layout: Layout
@@ -135,8 +132,7 @@ def describe_layout(
 
 
 # diff ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Compared:
+class Compared(NamedTuple):
     """`diff`: the comparison and the warnings of both sources."""
 
     diff: DiffResult

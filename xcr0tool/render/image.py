@@ -10,7 +10,6 @@ terminal (one line per thread) unless --all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from xcr0tool.arch.components import component, describe_mask
@@ -168,8 +167,7 @@ def register_rows(
     ]
 
 
-@dataclass(frozen=True)
-class ThreadView:
+class ThreadView(NamedTuple):  # not a dataclass: cheap to define at every start
     """What both text views show of one image."""
 
     title: str

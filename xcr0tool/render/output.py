@@ -18,8 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 # The terminal view, the pager and the terminal's size are loaded only where text is
 # shown: `--json` of a small image is mostly interpreter start (bench/bench_decode.py).
@@ -30,8 +29,8 @@ SCHEMA = 1  # "schema" of every JSON document; raised when a key changes or goes
 COLOR_CHOICES = ("auto", "always", "never")
 
 
-@dataclass(frozen=True)
-class View:
+# NamedTuples, not dataclasses: cheap to define at every start.
+class View(NamedTuple):
     """A command's answer, ready to be shown: each form made only when asked for."""
 
     json: Callable[[], dict[str, object]] | None = None
@@ -41,8 +40,7 @@ class View:
     status: int = 0  # the exit status: 0 ok, 1 differs / would fault
 
 
-@dataclass(frozen=True)
-class OutputOptions:
+class OutputOptions(NamedTuple):
     as_json: bool = False
     color: str = "auto"
     pager: bool = True  # False: --no-pager
