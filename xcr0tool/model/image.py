@@ -195,8 +195,7 @@ class HostFallback(NamedTuple):  # not a dataclass: cheap to define at every sta
         return xcr0_covers(self.xcr0, xstate_bv) and self.layout().standard_size(self.xcr0) == size
 
 
-@dataclass
-class Recognised:
+class Recognised(NamedTuple):  # not a dataclass: cheap to define at every start
     """What an image's own bytes say before any layout is chosen: its format, its XCR0
     and where that came from, the sizes its XSAVE area may have, and notes."""
 

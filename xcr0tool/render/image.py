@@ -26,7 +26,6 @@ from xcr0tool.model.sigframe import SignalFrameInfo
 from xcr0tool.ops.inspect import Decoded, LayoutQuery, ThreadSummary, is_vector, summarise
 from xcr0tool.render.lanes import braced
 from xcr0tool.render.output import View
-from xcr0tool.render.values import describe
 from xcr0tool.sources.open import SourceResult, parse_source
 
 if TYPE_CHECKING:  # the terminal view's, loaded when it is shown
@@ -153,6 +152,9 @@ class RegisterRow(NamedTuple):
 def register_rows(
     regs: Sequence[Register], patterns: Sequence[str], lanes: str | None = None
 ) -> list[RegisterRow]:
+    # The descriptions (x87 values, MXCSR flags, TILECFG) only for text: not at start.
+    from xcr0tool.render.values import describe
+
     return [
         RegisterRow(
             r.name,
