@@ -275,7 +275,12 @@ def recognise(
     if xcr0 is not None:
         source = xcr0_source or "given"
     elif compacted:
-        xcr0, source = xcomp_bv & ~COMPACTED_BIT & ~SUPERVISOR_MASK, "XCOMP_BV"
+        # XSAVEC writes XCOMP_BV = RFBM & XCR0 | bit 63 (SDM vol. 1 §13.10): with a partial
+        # RFBM it is no XCR0 (0x24), so take the least XCR0 that holds it.
+        xcr0 = least_xcr0(xcomp_bv)
+        source = "XCOMP_BV"
+        if xcr0 != xcomp_bv & ~COMPACTED_BIT & ~SUPERVISOR_MASK:
+            source = f"XCOMP_BV {xcomp_bv:#x}, grown to the least XCR0 that holds it"
     elif frame is not None and xfeatures_flaw is None:
         xcr0, source = frame.xfeatures, "signal frame sw_bytes xfeatures"
     elif word:
