@@ -54,7 +54,7 @@ def test_a_cached_profile_cannot_be_changed_by_a_caller() -> None:
         intel.components[0] = intel.components[1]  # type: ignore[index]
     with pytest.raises(TypeError):
         intel._index[5] = intel.components[0]  # type: ignore[index]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # a NamedTuple (FrozenInstanceError is one too)
         intel.components[0].size = 1  # type: ignore[misc]
 
 
@@ -65,12 +65,12 @@ def test_equal_means_same_places_and_sizes() -> None:
     assert {intel: 1}[renamed] == 1
     zen4 = profile_layout("amd-zen4")
     assert zen4 != intel
-    moved = Layout("x", tuple(dataclasses.replace(e, size=e.size) for e in zen4.components))
+    moved = Layout("x", tuple(e._replace(size=e.size) for e in zen4.components))
     assert moved == zen4
     shifted = Layout(
         "x",
         tuple(
-            dataclasses.replace(e, standard_offset=e.standard_offset + 64)
+            e._replace(standard_offset=e.standard_offset + 64)
             if e.id == 9 and e.standard_offset is not None
             else e
             for e in zen4.components

@@ -8,7 +8,7 @@ a layout taken from CPUID (or a core note) overrides them where they vary (arch 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 LEGACY_SIZE = 512
 HEADER_SIZE = 64
@@ -16,8 +16,9 @@ EXTENDED_START = LEGACY_SIZE + HEADER_SIZE  # 576: where the first extended comp
 COMPACTED_BIT = 1 << 63
 
 
-@dataclass(frozen=True)
-class Field:
+# NamedTuples, not dataclasses: every start defines them, and a frozen dataclass costs
+# about a millisecond to define (startup is measured: bench/bench_decode.py).
+class Field(NamedTuple):
     """A named run of bytes inside a component, as the component's own grammar declares it.
 
     `register` is the gdb register the bytes show in (None: the field's own name), and
@@ -35,8 +36,7 @@ class Field:
         return self.register or self.name
 
 
-@dataclass(frozen=True)
-class Component:
+class Component(NamedTuple):
     id: int
     name: str  # short, as the kernel names xfeatures
     title: str  # what a person calls it

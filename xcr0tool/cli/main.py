@@ -6,7 +6,6 @@ one line on stderr and exit status 2; 1 is kept for "differs" (diff) and "would 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -123,6 +122,8 @@ _register_commands()
 def _reader_gone() -> NoReturn:
     """End as a writer whose reader left ends: killed by SIGPIPE (141 in a shell),
     quietly. Context managers have run by now: spooled inputs and temporaries are gone."""
+    import signal  # here: its enums cost every start something
+
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -8,7 +8,6 @@ import os
 
 from xcr0tool.errors import InputError, LayoutError, XcrError
 from xcr0tool.files.input import read_limited
-from xcr0tool.formats.cpuid_dump import complete_leaf_0d, parse_cpuid_dump
 from xcr0tool.model.layout import Layout, layout_from_cpuid, layout_from_json
 
 # The largest layout file read: a JSON layout is a few KiB, and an AIDA64 dump lists
@@ -44,6 +43,10 @@ def load_layout_file(path: str) -> Layout:
         except RecursionError:
             raise InputError(path, "not a layout file: JSON nested too deeply") from None
         return layout_from_json(data, f"layout file {path}")
+    # The dump readers only for a dump: every command that opens a source loads this
+    # module, and decode of a core with its layout note never reads a dump.
+    from xcr0tool.formats.cpuid_dump import complete_leaf_0d, parse_cpuid_dump
+
     source = f"CPUID dump {path}"
     try:
         leaves, inferred = complete_leaf_0d(parse_cpuid_dump(text, path), path)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
+from typing import NamedTuple
 
 from xcr0tool.arch import mxcsr
 from xcr0tool.arch.components import (
@@ -182,8 +183,7 @@ class XsaveImage:
         ]
 
 
-@dataclass(frozen=True)
-class HostFallback:
+class HostFallback(NamedTuple):  # not a dataclass: cheap to define at every start
     """This machine's XCR0, and its layout read only if the image needs it."""
 
     xcr0: int
@@ -195,8 +195,7 @@ class HostFallback:
         return xcr0_covers(self.xcr0, xstate_bv) and self.layout().standard_size(self.xcr0) == size
 
 
-@dataclass
-class Recognised:
+class Recognised(NamedTuple):  # not a dataclass: cheap to define at every start
     """What an image's own bytes say before any layout is chosen: its format, its XCR0
     and where that came from, the sizes its XSAVE area may have, and notes."""
 
@@ -276,7 +275,12 @@ def recognise(
     if xcr0 is not None:
         source = xcr0_source or "given"
     elif compacted:
-        xcr0, source = xcomp_bv & ~COMPACTED_BIT & ~SUPERVISOR_MASK, "XCOMP_BV"
+        # XSAVEC writes XCOMP_BV = RFBM & XCR0 | bit 63 (SDM vol. 1 §13.10): with a partial
+        # RFBM it is no XCR0 (0x24), so take the least XCR0 that holds it.
+        xcr0 = least_xcr0(xcomp_bv)
+        source = "XCOMP_BV"
+        if xcr0 != xcomp_bv & ~COMPACTED_BIT & ~SUPERVISOR_MASK:
+            source = f"XCOMP_BV {xcomp_bv:#x}, grown to the least XCR0 that holds it"
     elif frame is not None and xfeatures_flaw is None:
         xcr0, source = frame.xfeatures, "signal frame sw_bytes xfeatures"
     elif word:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import NamedTuple
 
 from xcr0tool.arch import legacy
 from xcr0tool.arch.components import (
@@ -43,13 +44,13 @@ LEGACY_BITS = LEGACY_MASK
 # offset computation small.
 MAX_COMPONENT_SIZE = 1 << 16
 MAX_AREA_SIZE = 1 << 20
+_REMEMBERED = 1024  # masks a layout keeps the offsets of (a fuzzer tries many)
 _SUPERVISOR_FLAG = 1  # CPUID.(0xD,i).ECX bit 0
 _ALIGNED_FLAG = 2  # ECX bit 1
 _XFD_FLAG = 4  # ECX bit 2
 
 
-@dataclass(frozen=True)
-class ComponentLayout:
+class ComponentLayout(NamedTuple):  # not a dataclass: cheap to define at every start
     id: int
     size: int
     standard_offset: int | None  # None: supervisor, no place in the standard format
@@ -85,6 +86,12 @@ class Layout:
     _index: Mapping[int, ComponentLayout] = field(init=False, repr=False, compare=False, hash=False)
 
     _hash: int = field(init=False, repr=False, compare=False, hash=False)
+    # Offsets and sizes already worked out, per (compacted?, mask) and per XCR0: every
+    # thread of a core asks the same question of one layout.
+    _offsets: dict[tuple[bool, int], dict[int, int]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    _sizes: dict[int, int] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.components, key=lambda e: e.id))
@@ -94,6 +101,8 @@ class Layout:
         object.__setattr__(self, "_index", MappingProxyType({e.id: e for e in ordered}))
         # Hashed once: transforms key their cached plans by layout, per image.
         object.__setattr__(self, "_hash", hash(ordered))
+        object.__setattr__(self, "_offsets", {})
+        object.__setattr__(self, "_sizes", {})
 
     def __hash__(self) -> int:
         return self._hash
@@ -129,9 +138,22 @@ class Layout:
     def with_source(self, source: str) -> Layout:
         return replace(self, source=source)
 
+    def _remembered(self, compacted: bool, mask: int) -> dict[int, int]:
+        """The offsets for a mask, worked out once; a copy, the caller's to change."""
+        offsets = self._offsets.get((compacted, mask))
+        if offsets is None:
+            offsets = self._compacted_offsets(mask) if compacted else self._standard_offsets(mask)
+            if len(self._offsets) >= _REMEMBERED:
+                self._offsets.clear()
+            self._offsets[compacted, mask] = offsets
+        return dict(offsets)
+
     # Standard format ---------------------------------------------------------------
     def standard_offsets(self, mask: int) -> dict[int, int]:
         """Standard offsets of the components in mask; supervisor components refused."""
+        return self._remembered(False, mask)
+
+    def _standard_offsets(self, mask: int) -> dict[int, int]:
         offsets = {}
         for i in bits(mask & ~COMPACTED_BIT):
             entry = self.require(i)
@@ -146,15 +168,24 @@ class Layout:
 
     def standard_size(self, xcr0: int) -> int:
         """What XSAVE writes for XCR0 = xcr0, as CPUID.(0xD,0).EBX reports it."""
-        ends = [
-            offset + self.require(i).size
-            for i, offset in self.standard_offsets(xcr0).items()
-            if is_extended(i)
-        ]
-        return max([EXTENDED_START, *ends])
+        size = self._sizes.get(xcr0)
+        if size is None:
+            ends = [
+                offset + self.require(i).size
+                for i, offset in self.standard_offsets(xcr0).items()
+                if is_extended(i)
+            ]
+            size = max([EXTENDED_START, *ends])
+            if len(self._sizes) >= _REMEMBERED:
+                self._sizes.clear()
+            self._sizes[xcr0] = size
+        return size
 
     # Compacted format --------------------------------------------------------------
     def compacted_offsets(self, xcomp_bv: int) -> dict[int, int]:
+        return self._remembered(True, xcomp_bv)
+
+    def _compacted_offsets(self, xcomp_bv: int) -> dict[int, int]:
         offsets = {i: self.require(i).standard_offset or 0 for i in bits(xcomp_bv & LEGACY_BITS)}
         cursor = EXTENDED_START
         for i in bits(extended_bits(xcomp_bv)):

@@ -8,15 +8,14 @@ check_xstate_in_sigframe).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from xcr0tool.arch.components import EXTENDED_START, LEGACY_SIZE
 from xcr0tool.arch.offsets import FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2, read_u32, read_u64
 from xcr0tool.arch.offsets import SW_BYTES as SW_BYTES_OFFSET
 
 
-@dataclass(frozen=True)
-class SignalFrameInfo:
+class SignalFrameInfo(NamedTuple):  # not a dataclass: cheap to define at every start
     """struct _fpx_sw_bytes at bytes 464-511 of a signal frame's fpstate."""
 
     extended_size: int

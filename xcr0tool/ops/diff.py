@@ -28,11 +28,16 @@ from xcr0tool.arch import legacy
 from xcr0tool.arch.components import LEGACY_SIZE, component, is_extended
 from xcr0tool.errors import InputError
 from xcr0tool.model.image import FXSAVE, XsaveImage
-from xcr0tool.model.registers import registers, select
+from xcr0tool.model.registers import (  # the lanes are the register model's
+    DEFAULT_LANES,
+    LANES,
+    lane_widths,
+    lanes_of,
+    registers,
+    select,
+)
 from xcr0tool.sources.open import SourceResult
 
-LANES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "f32": 4, "f64": 8}
-DEFAULT_LANES = "u32"
 STATE, RAW = "state", "raw"
 
 
@@ -51,22 +56,6 @@ SAME, DIFFERENT, ONLY_A, ONLY_B = DiffStatus
 
 
 # Lanes ---------------------------------------------------------------------------------
-def lane_widths(size: int, kind: str) -> list[int]:
-    """Byte widths of the lanes of a `size`-byte register, lane 0 (lowest) first; a
-    register that is not a whole number of lanes ends in a narrower one."""
-    width = LANES[kind]
-    return [min(width, size - at) for at in range(0, size, width)]
-
-
-def lanes_of(value: int, size: int, kind: str) -> list[int]:
-    out = []
-    shift = 0
-    for width in lane_widths(size, kind):
-        out.append(value >> shift & ((1 << 8 * width) - 1))
-        shift += 8 * width
-    return out
-
-
 def format_lane(raw: int, width: int, kind: str) -> str:
     """A lane as hex, or as a float when the view is f32/f64 and the lane is whole."""
     if kind in ("f32", "f64") and width == LANES[kind]:

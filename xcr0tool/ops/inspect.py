@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from xcr0tool.errors import UsageError
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.layout import Layout
-from xcr0tool.model.registers import Register, registers
-from xcr0tool.ops.diff import DEFAULT_LANES, LANES, DiffResult, diff_sources
+from xcr0tool.model.registers import DEFAULT_LANES, LANES, Register, registers
 from xcr0tool.sources.open import SourceResult, open_source, with_thread
+
+if TYPE_CHECKING:
+    from xcr0tool.ops.diff import DiffResult
 
 # Registers that --lanes splits, as gdb's vector views do (v4_float, v8_int32, ...).
 VECTOR_PREFIXES = ("xmm", "ymm", "zmm")
@@ -26,8 +28,8 @@ def is_vector(name: str) -> bool:
 
 
 # decode --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Decoded:
+# The results are NamedTuples, not dataclasses: cheap to define at every start.
+class Decoded(NamedTuple):
     """`decode`: the images of a source, and which of their registers were asked for."""
 
     source: SourceResult
@@ -68,8 +70,7 @@ def unmatched_patterns(patterns: Sequence[str], sources: Sequence[SourceResult])
     return [f"--reg {p}: no register of {where} matches" for p in waiting]
 
 
-@dataclass(frozen=True)
-class ThreadSummary:
+class ThreadSummary(NamedTuple):
     """One line of the many-thread summary."""
 
     image: XsaveImage
@@ -105,8 +106,7 @@ def _by_name(regs: Iterable[Register]) -> dict[str, Register]:
 
 
 # layout --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LayoutQuery:
+class LayoutQuery(NamedTuple):
     """`layout`: a layout, and the XCR0 and XCOMP_BV asked about."""
 
     layout: Layout
@@ -132,8 +132,7 @@ def describe_layout(
 
 
 # diff ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Compared:
+class Compared(NamedTuple):
     """`diff`: the comparison and the warnings of both sources."""
 
     diff: DiffResult
@@ -157,6 +156,8 @@ def compare(
     """Compare A and B (either may be SOURCE@ID), thread pair by thread pair."""
     if a == "-" and b == "-":
         raise UsageError("A and B cannot both be standard input")
+    from xcr0tool.ops.diff import diff_sources  # not loaded by decode: startup
+
     source_a = open_source(a, layout_option=layout)
     source_b = open_source(b, layout_option=layout)
     result = diff_sources(source_a, source_b, lanes=lanes, patterns=patterns, raw=raw, pairs=pairs)

@@ -10,20 +10,26 @@ terminal (one line per thread) unless --all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from xcr0tool.arch.components import component, describe_mask
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.layout import Layout
-from xcr0tool.model.registers import Register, registers, select, stale_registers
+from xcr0tool.model.registers import (
+    Register,
+    register_values,
+    registers,
+    select,
+    stale_registers,
+)
 from xcr0tool.model.sigframe import SignalFrameInfo
 from xcr0tool.ops.inspect import Decoded, LayoutQuery, ThreadSummary, is_vector, summarise
 from xcr0tool.render.lanes import braced
 from xcr0tool.render.output import View
-from xcr0tool.render.styled import Page, Screen
-from xcr0tool.render.values import describe
 from xcr0tool.sources.open import SourceResult, parse_source
+
+if TYPE_CHECKING:  # the terminal view's, loaded when it is shown
+    from xcr0tool.render.styled import Page, Screen
 
 # Above this many images a terminal shows one line per thread (--all: everything).
 SUMMARY_THRESHOLD = 16
@@ -55,7 +61,13 @@ def image_json(
     lanes: str | None = None,
 ) -> dict[str, object]:
     extra: dict[str, object] = {}
-    regs = select(registers(image), patterns)
+    if patterns or lanes is not None:
+        regs = select(registers(image), patterns)
+        shown = {r.name: hex_value(r) for r in regs}
+    else:
+        # Every register, the hot path of a many-thread core: no Register objects.
+        names, values = register_values(image)
+        shown = dict(zip(names, map(hex, values), strict=True))
     if lanes is not None:
         extra["register_lanes"] = {
             r.name: braced(r.value, r.size, lanes)[1:-1].split(", ")
@@ -97,7 +109,7 @@ def image_json(
             }
             for i in image.component_ids
         ],
-        "registers": {r.name: hex_value(r) for r in regs},
+        "registers": shown,
         "notes": list(image.notes),
         **extra,
     }
@@ -140,6 +152,9 @@ class RegisterRow(NamedTuple):
 def register_rows(
     regs: Sequence[Register], patterns: Sequence[str], lanes: str | None = None
 ) -> list[RegisterRow]:
+    # The descriptions (x87 values, MXCSR flags, TILECFG) only for text: not at start.
+    from xcr0tool.render.values import describe
+
     return [
         RegisterRow(
             r.name,
@@ -154,8 +169,7 @@ def register_rows(
     ]
 
 
-@dataclass(frozen=True)
-class ThreadView:
+class ThreadView(NamedTuple):  # not a dataclass: cheap to define at every start
     """What both text views show of one image."""
 
     title: str
@@ -301,6 +315,8 @@ def decode_text(decoded: Decoded, summary: bool = False) -> str:
 
 # Terminal -----------------------------------------------------------------------------
 def decode_terminal(decoded: Decoded, screen: Screen, summary: bool = False) -> str:
+    from xcr0tool.render.styled import Page
+
     result = decoded.source
     page = Page(screen)
     layout = result.layout or result.images[0].layout
@@ -439,6 +455,8 @@ def layout_text(query: LayoutQuery) -> str:
 
 
 def layout_terminal(query: LayoutQuery, screen: Screen) -> str:
+    from xcr0tool.render.styled import Page
+
     layout, xcr0, xcomp_bv = query.layout, query.xcr0, query.xcomp_bv
     page = Page(screen)
     page.add(("layout: ", "bold"), (layout.source, "bold"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 
-from xcr0tool.ops.diff import LANES, lane_widths, lanes_of
+from xcr0tool.model.registers import LANES, lane_widths, lanes_of
 
 # kind: (struct code, mantissa bits, exponent bits, printf digits)
 _FLOATS = {"f32": ("<f", 23, 8, 9), "f64": ("<d", 52, 11, 17)}

@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from xcr0tool.render.styled import Screen
+# The terminal view, the pager and the terminal's size are loaded only where text is
+# shown: `--json` of a small image is mostly interpreter start (bench/bench_decode.py).
+if TYPE_CHECKING:
+    from xcr0tool.render.styled import Screen
 
 SCHEMA = 1  # "schema" of every JSON document; raised when a key changes or goes
 COLOR_CHOICES = ("auto", "always", "never")
 
 
-@dataclass(frozen=True)
-class View:
+# NamedTuples, not dataclasses: cheap to define at every start.
+class View(NamedTuple):
     """A command's answer, ready to be shown: each form made only when asked for."""
 
     json: Callable[[], dict[str, object]] | None = None
@@ -41,8 +40,7 @@ class View:
     status: int = 0  # the exit status: 0 ok, 1 differs / would fault
 
 
-@dataclass(frozen=True)
-class OutputOptions:
+class OutputOptions(NamedTuple):
     as_json: bool = False
     color: str = "auto"
     pager: bool = True  # False: --no-pager
@@ -74,6 +72,9 @@ def pager_command(env: Mapping[str, str]) -> str | None:
         command = "less"
     if command in ("", "cat"):
         return None
+    import shlex
+    import shutil
+
     try:
         program = shlex.split(command)[0]
     except (ValueError, IndexError):
@@ -119,6 +120,10 @@ def emit(
         _write_json(json_document(view), out)
         return view.status
     if view.text is not None or view.terminal is not None:
+        import shutil
+
+        from xcr0tool.render.styled import Screen
+
         terminal = _isatty(out)
         colour = wants_colour(options.color, terminal, env)
         size = shutil.get_terminal_size()
@@ -155,6 +160,8 @@ def _write_json(data: object, out: TextIO) -> None:
 
 def _page(text: str, command: str, env: Mapping[str, str]) -> None:
     """Through the pager; quitting it early is no error (its reader is gone, not ours)."""
+    import subprocess
+
     pager_env = {**env}
     pager_env.setdefault("LESS", "FRX")
     pager_env.setdefault("LV", "-c")
