@@ -221,7 +221,10 @@ def complete_bash(script: Path, workdir: Path, lines: Sequence[str]) -> list[set
                 if row.strip():
                     listed.append(row.strip())
             found.append(offered_words(line, edited, listed))
-            term.send("\x15")  # Ctrl-U: an empty line for the next one
+            # Ctrl-U, then the line-printing key, waited for to its end: the next line's
+            # output then starts on the emptied line (on a loaded machine the redraw of
+            # this one came late, and its prompt cut the next listing short).
+            term.send("\x15\x18z", until=b"<<<>>>\r\n")
         return found
     finally:
         term.close()
@@ -247,7 +250,7 @@ def complete_zsh(script: Path, workdir: Path, lines: Sequence[str]) -> list[set[
             edited = LINE_MARK.findall(written)[-1]
             matches = [m for m in hits.read_text().splitlines() if m]
             found.append(offered_words(line, edited, matches))
-            term.send("\x15")
+            term.send("\x15\x18z", until=b"<<<>>>\r\n")  # as in complete_bash
         return found
     finally:
         term.close()
