@@ -16,13 +16,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from hypothesis import settings
+
+
+def _hypothesis_from_its_bytecode() -> None:
+    """Hypothesis loads from its installed bytecode, not rewritten by pytest's assertion
+    rewriting. pytest marks every module of a distribution that has a pytest plugin for
+    rewriting, hypothesis's 80 with it; where no bytecode may be written
+    (PYTHONDONTWRITEBYTECODE) it parses, rewrites and compiles them again in every
+    process of every run: 2 s of CPU each, twice the collection of the whole suite.
+    Hypothesis's asserts are its own invariants and fail alike; the tests' assertions
+    are rewritten as ever. (pytest has no public switch for this: without the private
+    set, nothing changes.)"""
+    for hook in sys.meta_path:
+        marked = getattr(hook, "_must_rewrite", None)
+        if isinstance(marked, set):
+            marked.difference_update({"hypothesis", "_hypothesis_ftz_detector"})
+
+
+_hypothesis_from_its_bytecode()
+
+from hypothesis import settings  # noqa: E402
 
 # Test modules import the helpers by their bare names (coremaker, clirunner, ...); with
 # the tests in sub-directories, tests/ itself must be on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cbuild
+import cbuild  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
