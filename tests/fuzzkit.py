@@ -139,13 +139,17 @@ class Seeds:
 
 
 def entry() -> Callable[[list[str]], object]:
-    """The console script `xcr0tool` as installed: whatever module holds it today."""
+    """The console script `xcr0tool`: what the installed metadata names, else what
+    pyproject.toml names (an uninstalled checkout); whatever module holds it today."""
     found = [ep for ep in entry_points(group="console_scripts") if ep.name == "xcr0tool"]
     if found:
         return found[0].load()  # type: ignore[no-any-return]
-    from xcr0tool.cli import main  # an uninstalled checkout
+    import importlib
 
-    return main  # type: ignore[return-value]
+    text = (ROOT / "pyproject.toml").read_text()
+    target = re.search(r'^xcr0tool\s*=\s*"([\w.]+):(\w+)"', text, re.M)
+    assert target, "pyproject.toml names no xcr0tool script"
+    return getattr(importlib.import_module(target.group(1)), target.group(2))  # type: ignore[no-any-return]
 
 
 def command_names() -> list[str]:

@@ -29,6 +29,7 @@ import os
 import random
 import re
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -64,6 +65,10 @@ def worker(
     limit: int,
 ) -> None:
     """Run cases start, start+count, ... and report counts and new classes in batches."""
+    # Ctrl-C reaches the whole process group: the parent stops the workers, which finish
+    # their case and report.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     seen: set[str] = set()
     done = 0
     classes: Counter[str] = Counter()
@@ -309,6 +314,14 @@ def main() -> int:
         process.start()
         processes[index] = process
 
+    def finish(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second signal: no minimising, no summary
+            sys.exit(130)
+        stop.set()
+
+    # SIGINT as well as SIGTERM: a shell starts a background job with SIGINT ignored.
+    signal.signal(signal.SIGINT, finish)
+    signal.signal(signal.SIGTERM, finish)
     for index in range(count):
         launch(index)
     started = time.monotonic()
@@ -316,47 +329,53 @@ def main() -> int:
     executions = 0
     classes: Counter[str] = Counter()
     first: dict[str, tuple[int, str]] = {}
-    try:
-        while live:
-            with contextlib.suppress(Exception):
-                index, done, batch, found = results.get(timeout=1)
-                if done is None:
-                    live.discard(index)
-                    continue
-                executions += done
-                classes.update(batch)
-                for signature, number, report in found:
-                    if signature not in first:
-                        first[signature] = (number, report)
-                        print(
-                            f"new class [{len(first)}]: {signature}  (case {number})",
-                            file=sys.stderr,
-                        )
-            for index in list(live):
-                process = processes[index]
-                if not process.is_alive() and process.exitcode not in (0, None):
-                    number = currents[index].value
-                    signature = f"worker died | exit {process.exitcode}"
-                    classes[signature] += 1
-                    first.setdefault(
-                        signature,
-                        (number, f"case {number} killed its worker (exit {process.exitcode})"),
+    while live:
+        with contextlib.suppress(Exception):
+            index, done, batch, found = results.get(timeout=1)
+            if done is None:
+                live.discard(index)
+                continue
+            executions += done
+            classes.update(batch)
+            for signature, number, report in found:
+                if signature not in first:
+                    first[signature] = (number, report)
+                    print(
+                        f"new class [{len(first)}]: {signature}  (case {number})",
+                        file=sys.stderr,
                     )
-                    print(f"worker {index} died on case {number}; restarting", file=sys.stderr)
-                    executions += 1
-                    next_start[index] = number + count
-                    launch(index)
-            now = time.monotonic()
-            if args.seconds and now - started > args.seconds:
-                stop.set()
-            if now - last_progress >= args.progress:
-                last_progress = now
-                rate = executions / (now - started)
-                print(
-                    f"{executions} executions, {rate:.0f}/s, {len(first)} classes", file=sys.stderr
+        for index in list(live):
+            process = processes[index]
+            if not process.is_alive() and process.exitcode not in (0, None):
+                number = currents[index].value
+                signature = f"worker died | exit {process.exitcode}"
+                classes[signature] += 1
+                first.setdefault(
+                    signature,
+                    (number, f"case {number} killed its worker (exit {process.exitcode})"),
                 )
-    except KeyboardInterrupt:
-        stop.set()
+                print(f"worker {index} died on case {number}; restarting", file=sys.stderr)
+                executions += 1
+                next_start[index] = number + count
+                launch(index)
+        now = time.monotonic()
+        if args.seconds and now - started > args.seconds:
+            stop.set()
+        if now - last_progress >= args.progress:
+            last_progress = now
+            rate = executions / (now - started)
+            print(f"{executions} executions, {rate:.0f}/s, {len(first)} classes", file=sys.stderr)
+            # So far, unminimised: what a campaign that is killed leaves behind.
+            progress = {
+                "executions": executions,
+                "seconds": round(now - started, 1),
+                "rate_per_second": round(rate, 1),
+                "classes": [
+                    {"class": c, "count": n, "case": first.get(c, (-1, ""))[0]}
+                    for c, n in classes.most_common()
+                ],
+            }
+            (args.findings / "progress.json").write_text(json.dumps(progress, indent=2) + "\n")
     for process in processes:
         process.join(timeout=30)
     elapsed = time.monotonic() - started
