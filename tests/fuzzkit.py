@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -116,10 +117,12 @@ class HypothesisChooser:
 
 @dataclass(frozen=True)
 class Seed:
-    kind: str  # "core", "image", "layout-json", "cpuid-dump"
+    kind: str  # "core", "image", "layout-json", "cpuid-dump", "rr-trace", "criu-dir", ...
     name: str
-    data: bytes
-    tids: tuple[int, ...] = ()  # a core's threads
+    data: bytes  # the bytes to mutate: the file, or the member of a directory
+    tids: tuple[int, ...] = ()  # what SOURCE@N may select: a core's threads, ...
+    files: tuple[tuple[str, bytes], ...] = ()  # a directory input: every file in it
+    member: str = ""  # the file of the directory that `data` is
 
 
 @dataclass
@@ -131,11 +134,16 @@ class Seeds:
     directory: Path
 
     def kinds(self) -> list[str]:
-        return [
-            kind
-            for kind in ("core", "image", "layout-json", "cpuid-dump")
-            if self.by_kind.get(kind)
-        ]
+        return [kind for kind in KINDS if self.by_kind.get(kind)]
+
+
+KINDS = (
+    "core", "image", "layout-json", "cpuid-dump",  # always (shipped fixtures, this machine)
+    "rr-trace", "criu-dir", "criu-image",  # when capnp and crit can write them
+    "machine-json",  # Firecracker fingerprints and templates, from the corpus
+)  # fmt: skip
+# Kinds that are a SOURCE (decode, extract, ...); the others are read as --layout FILE.
+SOURCE_KINDS = frozenset({"core", "image", "rr-trace", "criu-dir", "criu-image"})
 
 
 def entry() -> Callable[[list[str]], object]:
@@ -211,7 +219,85 @@ def _host_dumps() -> list[Seed]:
     return seeds
 
 
-def make_seeds(directory: Path) -> Seeds:
+def _kernel_core_state() -> tuple[dict[int, bytes], dict[int, tuple[int, int]]]:
+    """Each thread's NT_X86_XSTATE and the NT_X86_XSAVE_LAYOUT records {component: (size,
+    offset)} of the shipped kernel core, read with this module's own note walker."""
+    data = (FIXTURES / "linux-amd-avx512bw-4t.core").read_bytes()
+    shape = elf_shape(data)
+    assert shape is not None
+    xstate: dict[int, bytes] = {}
+    offsets: dict[int, tuple[int, int]] = {}
+    tid = None
+    for note in notes(data, shape):
+        desc = data[note["desc"] : note["desc"] + note["descsz"]]
+        if note["type"] == 1:  # NT_PRSTATUS: pr_pid at byte 32 (x86-64 elf_prstatus)
+            tid = int.from_bytes(desc[32:36], "little")
+        elif note["type"] == 0x202 and tid is not None:
+            xstate[tid] = desc
+        elif note["type"] == 0x205:
+            for at in range(0, len(desc), 16):
+                kind, size, offset, _ = struct.unpack_from("<IIII", desc, at)
+                offsets[kind] = (size, offset)
+    return xstate, offsets
+
+
+def _rr_and_criu_seeds(directory: Path) -> dict[str, list[Seed]]:
+    """An rr trace and a CRIU image directory holding the shipped core's thread state,
+    moved to this machine's layout, written by Cap'n Proto's and CRIU's own encoders
+    (tests/make_rr_trace.py); none where those tools or rr's schema are missing."""
+    try:
+        import make_rr_trace as mk
+
+        mk.require_capnp()
+        mk.rr_schema()
+        records = mk.host_cpuid_records()
+    except Exception:  # any missing piece: no such seeds, as the rr tests skip
+        return {}
+    table = mk.leaf_0d(records)
+    xcr0 = table[0][0] | table[0][3] << 32
+    host = run_cli(["host", "--json"])
+    if host.code == 0:
+        xcr0 = int(json.loads(host.stdout)["xcr0"], 16)
+    size, size_max = table[0][1], table[0][2]
+    dst = mk.offsets_from_leaf(table)
+    xstate, src = _kernel_core_state()
+    threads = {tid: mk.relocate(image, src, dst, xcr0, size) for tid, image in xstate.items()}
+    seeds: dict[str, list[Seed]] = {}
+    frames = []
+    for tid, image in list(threads.items())[:2]:
+        frames.append(mk.FrameSpec(tid, None, mk.EXECVE_EVENT, mem_writes=6))
+        frames.append(mk.FrameSpec(tid, image, mk.SIGNAL_EVENT, mem_writes=2))
+    try:
+        trace = mk.write_trace(directory / "trace", records, xcr0, frames, block_size=1500)
+    except Exception:  # capnp refused the schema or the text: no rr seeds
+        trace = None
+    if trace is not None:
+        files = tuple((p.name, p.read_bytes()) for p in sorted(trace.path.iterdir()))
+        events = range(len(frames))
+        seeds["rr-trace"] = [
+            Seed("rr-trace", f"trace/{name}", content, tuple(events), files, name)
+            for name, content in files
+            if name in ("events", "version")
+        ]
+    try:
+        mk.require_crit()
+        criu = mk.write_criu_dir(
+            directory / "criu", dict(list(threads.items())[:2]), dst, xcr0, (size, size_max)
+        )
+    except Exception:  # no crit, or it failed: no CRIU seeds
+        return seeds
+    files = tuple((p.name, p.read_bytes()) for p in sorted(criu.iterdir()))
+    tids = tuple(list(threads)[:2])
+    seeds["criu-dir"] = [
+        Seed("criu-dir", f"criu/{name}", content, tids, files, name) for name, content in files
+    ]
+    seeds["criu-image"] = [
+        Seed("criu-image", name, content) for name, content in files if name.startswith("core-")
+    ]
+    return seeds
+
+
+def make_seeds(directory: Path, with_tools: bool = True) -> Seeds:
     """Every seed, made through the command line from the shipped fixtures (and the
     third-party corpora when XCR0TOOL_CORPUS / XCR0TOOL_CPUID_CORPUS name them; read in
     place, never copied into the project)."""
@@ -266,6 +352,17 @@ def make_seeds(directory: Path) -> Seeds:
                     Seed("cpuid-dump", f"{dump.stem}.cpuid-r", converted.encode())
                 )
     by_kind["cpuid-dump"] += _host_dumps()
+    firecracker = os.environ.get("XCR0TOOL_FIRECRACKER_CORPUS") or (
+        str(Path(dumps) / "firecracker") if dumps else ""
+    )
+    if firecracker and Path(firecracker).is_dir():
+        for machine in sorted(Path(firecracker).glob("*.json")):
+            by_kind["machine-json"] = [
+                *by_kind.get("machine-json", []),
+                Seed("machine-json", machine.name, machine.read_bytes()),
+            ]
+    for kind, made in (_rr_and_criu_seeds(directory) if with_tools else {}).items():
+        by_kind[kind] = made
     clean_image = directory / "clean.xsave"
     clean_image.write_bytes(by_kind["image"][0].data)
     clean_core = directory / "clean.core"
@@ -296,6 +393,7 @@ class Mutated:
     data: bytes
     sparse_size: int = 0  # extend the file with a hole to this many bytes (0: no)
     steps: list[str] = field(default_factory=list)
+    member: str = ""  # the file of a directory input being mutated
 
 
 def put(data: bytearray, offset: int, width: int, value: int) -> None:
@@ -866,11 +964,79 @@ def mutate_cpuid_dump(chooser: Chooser, m: Mutated) -> None:
     m.data = ("\n".join(lines) + "\n").encode()
 
 
+# -- rr traces (rr 5.x): `version` is the trace version in text, then the packed Cap'n
+# Proto Header; `events` is a run of brotli blocks, each after a {u32 compressed, u32
+# uncompressed} header (rr's CompressedWriter.h).
+
+
+def mutate_rr(chooser: Chooser, m: Mutated) -> None:
+    data = bytearray(m.data)
+    if m.member == "version" and chance(chooser, 40):
+        head, _, rest = bytes(data).partition(b"\n")
+        new = pick(chooser, (b"84", b"86", b"0", b"-1", b"", b"85 ", b"9" * 30, b"0x55"))
+        m.data = new + b"\n" + rest
+        m.steps.append(f"version line {head[:8]!r} -> {new[:8]!r}")
+        return
+    if m.member == "events" and chance(chooser, 60):
+        blocks = []
+        at = 0
+        while at + 8 <= len(data):
+            blocks.append(at)
+            at += 8 + get(data, at, 4)
+        if blocks:
+            block = pick(chooser, blocks)
+            field_at, name = pick(chooser, ((0, "compressed"), (4, "uncompressed")))
+            value, why = interesting_near(chooser, get(data, block + field_at, 4), 4)
+            put(data, block + field_at, 4, value)
+            m.data = bytes(data)
+            m.steps.append(f"events block at {block}: {name} size = {why}")
+            return
+    mutate_bytes(chooser, m)
+
+
+# -- CRIU images: u32 magics (IMG_COMMON or IMG_SERVICE first, then the image's own), then
+# entries of {u32 size, protobuf message} (criu/protobuf.c, pb_read_one).
+
+
+def mutate_criu(chooser: Chooser, m: Mutated) -> None:
+    data = bytearray(m.data)
+    first = 8 if get(data, 0, 4) in (0x54564319, 0x55105940) else 4
+    entries = []
+    at = first
+    while at + 4 <= len(data):
+        entries.append(at)
+        at += 4 + get(data, at, 4)
+    how = chooser.below(4)
+    if how == 0 and entries:
+        entry = pick(chooser, entries)
+        value, why = interesting_near(chooser, get(data, entry, 4), 4)
+        put(data, entry, 4, value)
+        m.steps.append(f"entry at {entry}: size = {why}")
+    elif how == 1 and entries and len(data) > entries[0] + 4:
+        # A varint that never ends, or ends early: bytes with and without bit 7.
+        at = chooser.integer(entries[0] + 4, len(data) - 1)
+        data[at] = pick(chooser, (0xFF, 0x80, 0x00, 0x7F, 0x01))
+        m.steps.append(f"protobuf byte {at} = {data[at]:#x}")
+    elif how == 2:
+        at = pick(chooser, (0, first - 4))
+        put(data, at, 4, pick(chooser, (0x55053847, 0x61404013, 0x50273030, 0, 0xFFFFFFFF)))
+        m.steps.append(f"magic at {at} changed")
+    else:
+        m.data = bytes(data)
+        mutate_bytes(chooser, m)
+        return
+    m.data = bytes(data)
+
+
 MUTATORS: dict[str, Callable[[Chooser, Mutated], None]] = {
     "core": mutate_core,
     "image": mutate_image,
     "layout-json": mutate_layout_json,
     "cpuid-dump": mutate_cpuid_dump,
+    "rr-trace": mutate_rr,
+    "criu-dir": mutate_criu,
+    "criu-image": mutate_criu,
+    "machine-json": mutate_layout_json,
 }
 
 
@@ -1040,28 +1206,43 @@ def _layout_args(chooser: Chooser, command: str, layout: str) -> tuple[list[str]
     return [command, *extra, "--layout", layout, source], "image"
 
 
+def _compat_args(chooser: Chooser) -> list[str]:
+    """compat with the input as one MACHINE among others (host, profiles, a clean file)."""
+    others = [pick(chooser, ("host", *PROFILES, CLEAN)) for _ in range(pick(chooser, (1, 1, 2)))]
+    machines = [IN, *others]
+    at = chooser.below(len(machines))
+    machines[0], machines[at] = machines[at], machines[0]
+    return ["compat", *(["--json"] if chance(chooser, 40) else []), *machines]
+
+
 def make_case(
     chooser: Chooser, seeds: Seeds, commands: Sequence[str], kinds: Sequence[str] | None = None
 ) -> Case:
     """One case: a seed, its mutations, a command and its options."""
     kind = pick(chooser, list(kinds or seeds.kinds()))
     seed = pick(chooser, seeds.by_kind[kind])
-    mutated = Mutated(seed.data)
+    mutated = Mutated(seed.data, member=seed.member)
     for _ in range(pick(chooser, (1, 1, 1, 2, 3))):
         MUTATORS[kind](chooser, mutated)
     fuzzable = [c for c in commands if c not in NO_INPUT]
+    if kind == "machine-json":
+        fuzzable = [c for c in fuzzable if c == "compat"] or fuzzable
     command = pick(chooser, fuzzable)
     special = None
     stdin = None
-    if kind in ("core", "image"):
+    if command == "compat":
+        argv = _compat_args(chooser)
+        clean_kind = "core" if chance(chooser, 30) else "layout"
+    elif kind in SOURCE_KINDS:
         source = IN
         if (
             command in ("decode", "validate", "convert", "mask", "extract", "diff")
             and chance(chooser, 12)
             and not mutated.sparse_size
+            and not seed.member
         ):
             source, stdin = "-", "closed" if chance(chooser, 15) else "data"
-        elif chance(chooser, 1):
+        elif chance(chooser, 1) and not seed.member:
             special = pick(chooser, SPECIAL_FILES)
         if command in ("decode", "extract", "mask", "convert", "validate", "diff"):
             argv, clean_kind = _source_args(chooser, command, seed, source)
@@ -1162,9 +1343,18 @@ def run_cli(
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
-        stdout = out.getvalue()
-        stderr = (err.getvalue() if err is not None else b"").decode(errors="replace")
+        stdout = _contents(out)
+        stderr = _contents(err).decode(errors="replace")
     return Ran(code, stdout, stderr, exception, trace, time.perf_counter() - started)
+
+
+def _contents(stream: io.BytesIO | None) -> bytes:
+    """What a captured stream holds; a stream closed under us (a MemoryError while the
+    command wrote gigabytes to it) holds nothing we can read."""
+    try:
+        return stream.getvalue() if stream is not None else b""
+    except ValueError:
+        return b"<the captured stream was closed>"
 
 
 @contextlib.contextmanager
@@ -1217,6 +1407,8 @@ class Verdict:
 
 
 def _digest(path: Path) -> str:
+    if path.is_dir():
+        return ",".join(f"{p.name}={_digest(p)}" for p in sorted(path.iterdir()))
     return (
         hashlib.sha256(path.read_bytes()).hexdigest()
         if path.is_file() and path.stat().st_size < 1 << 26
@@ -1228,10 +1420,18 @@ def materialise(
     case: Case, seeds: Seeds, workdir: Path
 ) -> tuple[list[str], bytes | None, Path, Path]:
     """Write the case's files; returns (argv, stdin bytes, input path, output path)."""
-    in_path = workdir / ("input" + Path(case.seed.name).suffix)
-    in_path.write_bytes(case.data)
+    if case.seed.member:
+        directory = workdir / "input.d"
+        directory.mkdir()
+        for name, content in case.seed.files:
+            (directory / name).write_bytes(case.data if name == case.seed.member else content)
+        target = directory / case.seed.member
+        in_path = directory
+    else:
+        in_path = target = workdir / ("input" + Path(case.seed.name).suffix)
+        target.write_bytes(case.data)
     if case.sparse_size > len(case.data):
-        with open(in_path, "r+b") as handle:
+        with open(target, "r+b") as handle:
             handle.truncate(case.sparse_size)
     if case.special:
         in_path = Path(case.special)
@@ -1240,6 +1440,8 @@ def materialise(
     clean = {"image": seeds.clean_image, "core": seeds.clean_core, "layout": seeds.clean_layout}[
         case.clean_kind
     ]
+    if case.command == "compat" and case.clean_kind == "layout":
+        clean = seeds.clean_layout
     argv = [
         a.replace(IN, str(in_path)).replace(OUT, str(out_path)).replace(CLEAN, str(clean))
         for a in case.argv
@@ -1304,7 +1506,9 @@ def _run_in(case: Case, seeds: Seeds, workdir: Path, limit_memory: bool, timeout
         defects.append("partial output: exit 2 left the output file")
     if ran.code == 0 and OUT in case.argv and not written:
         defects.append("no output: exit 0 but the output file is missing")
-    if ran.code == 0 and written and not defects and case.command in ("mask", "convert"):
+    # --keep-sw-bytes keeps the old XCR0 word by request: such an output may not decode.
+    rewritten = case.command in ("mask", "convert") and "--keep-sw-bytes" not in case.argv
+    if ran.code == 0 and written and not defects and rewritten:
         defects += check_output_decodes(case, argv, out_path)
     verdict = Verdict(case, ran, defects)
     verdict.signature = signature(verdict)

@@ -44,11 +44,13 @@ import fuzzkit as fk
 BATCH = 100
 
 
+KINDS: list[str] | None = None  # --kinds, set before the workers fork
+
+
 def make(seeds: fk.Seeds, commands: list[str], campaign_seed: int, number: int) -> fk.Case:
     """Case `number` of a campaign: the same on every run, in any worker."""
-    return fk.make_case(
-        fk.RandomChooser(random.Random(f"{campaign_seed}:{number}")), seeds, commands
-    )
+    chooser = fk.RandomChooser(random.Random(f"{campaign_seed}:{number}"))
+    return fk.make_case(chooser, seeds, commands, kinds=KINDS)
 
 
 def worker(
@@ -105,6 +107,7 @@ def minimise(
     options dropped one by one, then runs of changed bytes put back as the seed had them
     (or, when the length changed, chunks cut away)."""
     runs = 0
+    original = case
     deadline = time.monotonic() + seconds
 
     def same(candidate: fk.Case) -> bool:
@@ -166,6 +169,10 @@ def minimise(
                 else:
                     at += chunk
             chunk //= 2
+    if case.data != original.data:
+        kept = sum(1 for a, b in zip(case.data, seed, strict=False) if a != b)
+        note = f"minimised: {kept} bytes differ from the seed, {len(case.data)} long (report.txt)"
+        case = copy(steps=[*case.steps, note])
     if case.sparse_size:
         for size in (0, case.sparse_size // 2):
             candidate = copy(sparse_size=size)
@@ -263,6 +270,11 @@ def main() -> int:
         "--findings", type=Path, required=True, help="directory for reproducers and the summary"
     )
     parser.add_argument(
+        "--kinds",
+        default="",
+        help=f"only these kinds of input, comma-separated (default: all of {', '.join(fk.KINDS)})",
+    )
+    parser.add_argument(
         "--minimise-seconds",
         type=float,
         default=30,
@@ -276,7 +288,13 @@ def main() -> int:
     scratch_root = tempfile.mkdtemp(
         prefix="xcr0tool-fuzz-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None
     )
-    seeds = fk.make_seeds(Path(scratch_root) / "seeds")
+    global KINDS  # noqa: PLW0603 - read by make() in the forked workers
+    wanted = args.kinds.split(",") if args.kinds else None
+    tools = wanted is None or bool({"rr-trace", "criu-dir", "criu-image"} & set(wanted))
+    seeds = fk.make_seeds(Path(scratch_root) / "seeds", with_tools=tools)
+    KINDS = [kind for kind in wanted if seeds.by_kind.get(kind)] if wanted else None
+    if wanted and not KINDS:
+        parser.error(f"no seeds of kinds {args.kinds} here (kinds: {', '.join(fk.KINDS)})")
     commands = fk.command_names()
     print(
         f"seeds: {', '.join(f'{k} {len(v)}' for k, v in seeds.by_kind.items())};"
