@@ -43,14 +43,19 @@ CORE = FIXTURES / "linux-amd-avx512bw-1t.core"
 GCORE = FIXTURES / "gdb13-amd-avx512bw-2t.core"
 
 EXAMPLES = int(os.environ.get("XCR0TOOL_FUZZ_EXAMPLES", "100"))
-FUZZ = settings(
+# The fuzz profile: a fixed number of examples, derandomized (the same examples on every
+# run of the same machine, so CI is deterministic), no database, no deadline (time is
+# checked per example by the harness, with a margin for a loaded machine).
+settings.register_profile(
+    "xcr0tool-fuzz",
     max_examples=EXAMPLES,
-    derandomize=True,  # the same examples on every run: CI is deterministic
+    derandomize=True,
     database=None,
-    deadline=None,  # time is checked per example by the harness, with a margin
+    deadline=None,
     suppress_health_check=list(HealthCheck),
     print_blob=False,
 )
+FUZZ = settings.get_profile("xcr0tool-fuzz")
 COMMANDS = fk.command_names()
 SEED_TOOLS = (
     "rr traces need capnp and rr's schema, CRIU images crit; Firecracker files come from"

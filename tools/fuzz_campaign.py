@@ -187,9 +187,17 @@ def write_reproducer(
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     suffix = Path(case.seed.name).suffix or ".bin"
-    name = f"input{suffix}"
-    (directory / name).write_bytes(case.data)
-    (directory / f"seed{suffix}").write_bytes(case.seed.data)
+    if case.seed.member:  # a directory input (rr trace, CRIU images): the seed's files
+        name = "input.d"
+        (directory / name).mkdir(exist_ok=True)
+        for member, content in case.seed.files:
+            mutated = member == case.seed.member
+            (directory / name / member).write_bytes(case.data if mutated else content)
+        (directory / f"seed-{case.seed.member}").write_bytes(case.seed.data)
+    else:
+        name = f"input{suffix}"
+        (directory / name).write_bytes(case.data)
+        (directory / f"seed{suffix}").write_bytes(case.seed.data)
     clean = {"image": seeds.clean_image, "core": seeds.clean_core, "layout": seeds.clean_layout}[
         case.clean_kind
     ]
@@ -212,7 +220,10 @@ def write_reproducer(
         "# Reproduces the defect below; run it in this directory.",
         'cd "$(dirname "$0")"',
     ]
-    if case.sparse_size:
+    if case.sparse_size and case.seed.member:
+        member = f"{name}/{case.seed.member}"
+        script += [f"truncate -s {case.sparse_size} {member}   # a hole, no disk used"]
+    elif case.sparse_size:
         script += [
             f"cp {name} sparse{suffix}",
             f"truncate -s {case.sparse_size} sparse{suffix}   # a hole, no disk used",
@@ -239,6 +250,27 @@ def write_reproducer(
         *seed_diff,
     ]
     (directory / "report.txt").write_text("\n".join(report) + "\n")
+
+
+def replay(args: argparse.Namespace, seeds: fk.Seeds, commands: list[str], scratch: Path) -> int:
+    """--replay: cases of an earlier campaign again, each minimised and written."""
+    found = 0
+    for number in (int(n) for n in args.replay.split(",")):
+        case = make(seeds, commands, args.seed, number)
+        verdict = fk.run_case(case, seeds, scratch)
+        print(f"case {number}: {verdict.signature or 'no defect'}", file=sys.stderr)
+        if not verdict.defects:
+            continue
+        found += 1
+        small = minimise(case, seeds, scratch, verdict.signature, seconds=args.minimise_seconds)
+        again = fk.run_case(small, seeds, scratch)
+        if again.signature != verdict.signature:
+            small, again = case, verdict
+        write_reproducer(
+            args.findings / f"case-{number}-{slug(verdict.signature)}", small, seeds, again, 1
+        )
+    fk._remove_tree(scratch)
+    return 1 if found else 0
 
 
 def slug(signature: str) -> str:
@@ -270,6 +302,12 @@ def main() -> int:
         "--findings", type=Path, required=True, help="directory for reproducers and the summary"
     )
     parser.add_argument(
+        "--replay",
+        default="",
+        help="case numbers, comma-separated: run, minimise and write just these (with the"
+        " --seed and --kinds of the campaign that found them)",
+    )
+    parser.add_argument(
         "--kinds",
         default="",
         help=f"only these kinds of input, comma-separated (default: all of {', '.join(fk.KINDS)})",
@@ -296,6 +334,8 @@ def main() -> int:
     if wanted and not KINDS:
         parser.error(f"no seeds of kinds {args.kinds} here (kinds: {', '.join(fk.KINDS)})")
     commands = fk.command_names()
+    if args.replay:
+        return replay(args, seeds, commands, Path(scratch_root))
     print(
         f"seeds: {', '.join(f'{k} {len(v)}' for k, v in seeds.by_kind.items())};"
         f" commands: {', '.join(commands)}",
