@@ -1057,6 +1057,8 @@ MASKS = (
     "0x8000000000000007",
     "0xffffffffffffffff",
 )
+MARKUP = "d[/bold]"  # a directory name rich would read as a closing tag (issue 8)
+TEXT_COMMANDS = frozenset({"decode", "diff", "validate", "layout", "compat"})
 SPECIAL_FILES = ("/dev/zero", "/dev/urandom", "/dev/null")
 
 
@@ -1070,6 +1072,7 @@ class Case:
     stdin: str | None = None  # "data": the input piped in; "closed": no stdin at all
     special: str | None = None  # a device given as the input instead of a file
     clean_kind: str = "image"  # what CLEAN is: "image", "core" or "layout"
+    tty: bool = False  # stdout a terminal (rich output), the input's name markup-like
 
     @property
     def command(self) -> str:
@@ -1085,6 +1088,7 @@ class Case:
             else ""
         )
         sparse = f", sparse to {self.sparse_size:#x}" if self.sparse_size else ""
+        where += " (stdout a terminal)" if self.tty else ""
         return f"xcr0tool {shown}{where}   # IN = {self.seed.name} with {'; '.join(self.steps) or 'no change'}{sparse}"
 
 
@@ -1259,8 +1263,19 @@ def make_case(
             argv, clean_kind = [command, "--layout", IN, CLEAN], "image"
     if clean_kind == "layout" and CLEAN not in argv:
         clean_kind = "image"
+    # Rich output on a terminal, for the commands that print text: user text (file names)
+    # must never be read as markup.
+    tty = command in TEXT_COMMANDS and not special and chance(chooser, 5)
     return Case(
-        seed, mutated.data, mutated.sparse_size, mutated.steps, argv, stdin, special, clean_kind
+        seed,
+        mutated.data,
+        mutated.sparse_size,
+        mutated.steps,
+        argv,
+        stdin,
+        special,
+        clean_kind,
+        tty,
     )
 
 
@@ -1303,8 +1318,25 @@ def _runner() -> Any:
 _ENTRY: Callable[[list[str]], object] | None = None
 
 
+class _Terminal:
+    """stdout as a terminal: isatty() says so; everything else is the captured stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def isatty(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def run_cli(
-    argv: list[str], stdin: bytes | None = None, closed_stdin: bool = False, timeout: float = 0.0
+    argv: list[str],
+    stdin: bytes | None = None,
+    closed_stdin: bool = False,
+    timeout: float = 0.0,
+    tty: bool = False,
 ) -> Ran:
     """Run the console script's function in this process as a shell would: argv, stdin,
     captured stdout/stderr, the exit status from SystemExit; anything else that escapes
@@ -1322,6 +1354,8 @@ def run_cli(
         out, err = streams[0], streams[1]
         if closed_stdin:
             sys.stdin = None  # what Python gives a process started with `<&-`
+        if tty:
+            sys.stdout = _Terminal(sys.stdout)  # type: ignore[assignment]
         previous = None
         if timeout:
             previous = signal.signal(signal.SIGALRM, _on_alarm)
@@ -1421,14 +1455,16 @@ def materialise(
 ) -> tuple[list[str], bytes | None, Path, Path]:
     """Write the case's files; returns (argv, stdin bytes, input path, output path)."""
     if case.seed.member:
-        directory = workdir / "input.d"
-        directory.mkdir()
+        directory = (workdir / MARKUP if case.tty else workdir) / "input.d"
+        directory.mkdir(parents=True)
         for name, content in case.seed.files:
             (directory / name).write_bytes(case.data if name == case.seed.member else content)
         target = directory / case.seed.member
         in_path = directory
     else:
-        in_path = target = workdir / ("input" + Path(case.seed.name).suffix)
+        parent = workdir / MARKUP if case.tty else workdir
+        parent.mkdir(parents=True, exist_ok=True)
+        in_path = target = parent / ("input" + Path(case.seed.name).suffix)
         target.write_bytes(case.data)
     if case.sparse_size > len(case.data):
         with open(target, "r+b") as handle:
@@ -1489,7 +1525,9 @@ def _run_in(case: Case, seeds: Seeds, workdir: Path, limit_memory: bool, timeout
     tempfile.tempdir = str(spool)  # spools and staged cores land here, to be counted
     try:
         with memory_budget() if limit_memory else contextlib.nullcontext():
-            ran = run_cli(argv, stdin, closed_stdin=case.stdin == "closed", timeout=timeout)
+            ran = run_cli(
+                argv, stdin, closed_stdin=case.stdin == "closed", timeout=timeout, tty=case.tty
+            )
     finally:
         tempfile.tempdir = saved_tempdir
     defects = check(case, argv, ran, in_path)

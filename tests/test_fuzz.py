@@ -109,6 +109,7 @@ KNOWN_OPEN: dict[str, Callable[[fk.Verdict], bool]] = {
         and "--keep-size" in verdict.case.argv
     ),
     "test_warning_then_error_is_two_lines": _signature(r"not one line \| \w+ \|"),
+    "test_file_names_are_not_markup": _signature(r"traceback \| MarkupError \|"),
     "test_compat_machine_json_bounded": _signature(
         r"traceback \| (RecursionError|ValueError) \|.*rr_traceinfo"
     ),
@@ -696,6 +697,26 @@ def test_compat_machine_json_bounded(tmp_path: Path, text: str) -> None:
     machine = tmp_path / "machine.json"
     machine.write_text(text)
     refused(xcr0tool("compat", machine, "intel"), machine)
+
+
+@OPEN
+@pytest.mark.parametrize("command", ["decode", "layout"])
+def test_file_names_are_not_markup(tmp_path: Path, image: Path, command: str) -> None:
+    """User text is never rich markup: `decode 'd[/bold]/img.bin'` on a terminal gives a
+    MarkupError traceback today (issue 8; found by the fuzz in decode_rich and
+    layout_rich)."""
+    inside = tmp_path / "d[" / "bold]"
+    inside.mkdir(parents=True)
+    named = inside / "img.bin"
+    named.write_bytes(image.read_bytes())
+    layout = inside / "layout.json"
+    layout.write_text(json.dumps(layout_json("amd-zen4")))
+    args = ["decode", str(named)] if command == "decode" else ["layout", "--layout", str(layout)]
+    with fk.memory_budget(BUDGET):
+        run = fk.run_cli(args, timeout=10, tty=True)
+    assert run.exception is None, run.trace[-2000:]
+    assert run.code == 0, run.stderr
+    assert "d[/bold]" in run.stdout.decode()  # shown as written, not read as a tag
 
 
 # ---- the campaign script runs -----------------------------------------------------------------

@@ -188,14 +188,15 @@ def write_reproducer(
     directory.mkdir(parents=True, exist_ok=True)
     suffix = Path(case.seed.name).suffix or ".bin"
     if case.seed.member:  # a directory input (rr trace, CRIU images): the seed's files
-        name = "input.d"
-        (directory / name).mkdir(exist_ok=True)
+        name = f"{fk.MARKUP}/input.d" if case.tty else "input.d"
+        (directory / name).mkdir(parents=True, exist_ok=True)
         for member, content in case.seed.files:
             mutated = member == case.seed.member
             (directory / name / member).write_bytes(case.data if mutated else content)
         (directory / f"seed-{case.seed.member}").write_bytes(case.seed.data)
     else:
-        name = f"input{suffix}"
+        name = f"{fk.MARKUP}/input{suffix}" if case.tty else f"input{suffix}"
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_bytes(case.data)
         (directory / f"seed{suffix}").write_bytes(case.seed.data)
     clean = {"image": seeds.clean_image, "core": seeds.clean_core, "layout": seeds.clean_layout}[
@@ -215,6 +216,8 @@ def write_reproducer(
         line += f" < {shlex.quote(source)}"
     elif case.stdin == "closed":
         line += " <&-"
+    if case.tty:  # the defect needs rich output: run it on a (pseudo-)terminal
+        line = f"script -qec {shlex.quote(line)} /dev/null"
     script = [
         "#!/bin/sh",
         "# Reproduces the defect below; run it in this directory.",
@@ -222,10 +225,10 @@ def write_reproducer(
     ]
     if case.sparse_size and case.seed.member:
         member = f"{name}/{case.seed.member}"
-        script += [f"truncate -s {case.sparse_size} {member}   # a hole, no disk used"]
+        script += [f"truncate -s {case.sparse_size} {shlex.quote(member)}   # a hole, no disk used"]
     elif case.sparse_size:
         script += [
-            f"cp {name} sparse{suffix}",
+            f"cp {shlex.quote(name)} sparse{suffix}",
             f"truncate -s {case.sparse_size} sparse{suffix}   # a hole, no disk used",
         ]
         line = line.replace(name, f"sparse{suffix}")
