@@ -22,6 +22,7 @@ FINDINGS give executions, executions per second and every class with its count.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import multiprocessing
@@ -29,6 +30,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -329,6 +331,9 @@ def main() -> int:
     scratch_root = tempfile.mkdtemp(
         prefix="xcr0tool-fuzz-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None
     )
+    # However the campaign ends (a second signal exits at once): its files go. Forked
+    # workers leave through os._exit and do not run this.
+    atexit.register(shutil.rmtree, scratch_root, True)
     global KINDS  # noqa: PLW0603 - read by make() in the forked workers
     wanted = args.kinds.split(",") if args.kinds else None
     tools = wanted is None or bool({"rr-trace", "criu-dir", "criu-image"} & set(wanted))
