@@ -700,22 +700,28 @@ def test_compat_machine_json_bounded(tmp_path: Path, text: str) -> None:
 
 
 @OPEN
-@pytest.mark.parametrize("command", ["decode", "layout"])
+@pytest.mark.parametrize("command", ["decode", "layout", "diff"])
 def test_file_names_are_not_markup(tmp_path: Path, image: Path, command: str) -> None:
     """User text is never rich markup: `decode 'd[/bold]/img.bin'` on a terminal gives a
-    MarkupError traceback today (issue 8; found by the fuzz in decode_rich and
-    layout_rich)."""
+    MarkupError traceback today (issue 8; found by the fuzz in decode_rich, layout_rich
+    and diff_rich)."""
     inside = tmp_path / "d[" / "bold]"
     inside.mkdir(parents=True)
     named = inside / "img.bin"
     named.write_bytes(image.read_bytes())
     layout = inside / "layout.json"
     layout.write_text(json.dumps(layout_json("amd-zen4")))
-    args = ["decode", str(named)] if command == "decode" else ["layout", "--layout", str(layout)]
+    core = inside / "core"  # four threads against one image: diff names the lone ones
+    core.write_bytes((FIXTURES / "linux-amd-avx512bw-4t.core").read_bytes())
+    args = {
+        "decode": ["decode", str(named)],
+        "layout": ["layout", "--layout", str(layout)],
+        "diff": ["diff", str(core), str(image)],
+    }[command]
     with fk.memory_budget(BUDGET):
         run = fk.run_cli(args, timeout=10, tty=True)
     assert run.exception is None, run.trace[-2000:]
-    assert run.code == 0, run.stderr
+    assert run.code == (1 if command == "diff" else 0), run.stderr
     assert "d[/bold]" in run.stdout.decode()  # shown as written, not read as a tag
 
 
