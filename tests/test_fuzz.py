@@ -70,46 +70,22 @@ def _signature(pattern: str) -> Callable[[fk.Verdict], bool]:
     return lambda verdict: re.search(pattern, verdict.signature) is not None
 
 
-def _claims_gigabytes(verdict: fk.Verdict) -> bool:
-    """Slow or out of memory on a sparse file that claims gigabytes, or on a device."""
-    big = verdict.case.sparse_size > 0 or verdict.case.special is not None
-    return big and re.match(r"(slow|memory) \| ", verdict.signature) is not None
-
-
-def _names_the_spool(verdict: fk.Verdict) -> bool:
-    return verdict.case.stdin == "data" and "xcr0tool-stdin-" in verdict.ran.stderr
-
-
 # Each entry: the regression test that pins the class -> whether a failing example is of
 # that class (mostly by its signature, see fuzzkit.signature). Remove an entry with the
 # xfail marker of its test once the fix lands.
 KNOWN_OPEN: dict[str, Callable[[fk.Verdict], bool]] = {
-    "test_core_huge_align_on_empty_load_inside_notes": _signature(
-        r"traceback \| (ValueError|OverflowError) \|.*(elfcore|corewrite)|cannot write: invalid argument"
-        r"|memory \| MemoryError \|.*corewrite"
-    ),
-    "test_core_sparse_segment_or_note_claims_gigabytes": _claims_gigabytes,
-    "test_core_pn_xnum_with_2_32_program_headers": _signature(r"memory \| MemoryError \|.*elfcore"),
-    "test_closed_stdin": _signature(
-        r"traceback \| AttributeError \|.*(_stdin_as_file|open_input|_raw_input)"
-    ),
     "test_xcr0_refusal_names_the_input": _signature(
         r"unnamed \| \w+ \| xcrNtool: XCRN N .*not a value"
     ),
-    "test_piped_core_errors_name_stdin": _names_the_spool,
-    "test_thread_of_stdin": _signature(r"unnamed \| \w+ \| xcrNtool: -: no such file"),
     "test_compacted_to_standard_names_the_input": _signature(
         r"unnamed \| convert \| xcrNtool: a compacted image has no standard offsets"
     ),
     "test_supervisor_layout_refusal_names_the_layout": _signature(
         r"unnamed \| layout \| xcrNtool: component N \(\w+\) is a supervisor component"
     ),
-    "test_mask_keep_size_output_decodes": lambda verdict: (
-        verdict.signature.startswith("output does not decode | mask |")
-        and "--keep-size" in verdict.case.argv
+    "test_file_names_are_not_markup": _signature(
+        r"traceback \| MarkupError \|.*(decode_rich|diff_rich)"
     ),
-    "test_warning_then_error_is_two_lines": _signature(r"not one line \| \w+ \|"),
-    "test_file_names_are_not_markup": _signature(r"traceback \| MarkupError \|"),
     "test_compat_machine_json_bounded": _signature(
         r"traceback \| (RecursionError|ValueError) \|.*rr_traceinfo"
     ),
@@ -346,9 +322,9 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-OPEN = pytest.mark.xfail(
-    strict=True, reason="open on main (issue 8: bounded whatever the input claims)"
-)
+# A defect class still open on main (issue 8). When its test passes, strict xfail fails the
+# run: remove the marker and the class's KNOWN_OPEN entry together.
+OPEN = pytest.mark.xfail(strict=True, reason="open on main (issue 8)")
 
 
 @pytest.mark.parametrize(
@@ -464,7 +440,6 @@ def note_segment(data: bytearray, shape: fk.ElfShape) -> tuple[int, dict[str, in
     return next((i, p) for i, p in enumerate(fk.program_headers(data, shape)) if p["p_type"] == 4)
 
 
-@OPEN
 @pytest.mark.parametrize("align", [1 << 63, 1 << 50, 1 << 32], ids=["2^63", "2^50", "2^32"])
 @pytest.mark.parametrize(
     "command",
@@ -499,7 +474,6 @@ def test_core_huge_align_on_empty_load_inside_notes(
         assert not out.exists()
 
 
-@OPEN
 @pytest.mark.parametrize("what", ["segment", "note"])
 def test_core_sparse_segment_or_note_claims_gigabytes(tmp_path: Path, what: str) -> None:
     """A PT_NOTE claiming 4 GiB inside a sparse 8 GiB file, or one note of 4 GiB: notes
@@ -519,7 +493,6 @@ def test_core_sparse_segment_or_note_claims_gigabytes(tmp_path: Path, what: str)
     refused(xcr0tool("decode", core), core)
 
 
-@OPEN
 def test_core_pn_xnum_with_2_32_program_headers(tmp_path: Path) -> None:
     """e_phnum = PN_XNUM, section header 0 giving 2^32 - 1 program headers, in a sparse
     256 GiB file: refused for what it claims, not read."""
@@ -545,7 +518,6 @@ def test_core_pn_xnum_with_2_32_program_headers(tmp_path: Path) -> None:
 # -- standard input
 
 
-@OPEN
 @pytest.mark.parametrize(
     "args",
     [
@@ -566,7 +538,6 @@ def test_closed_stdin(args: list[str]) -> None:
     assert re.search(r"standard input|stdin", line), line
 
 
-@OPEN
 def test_bounded_in_a_real_process(tmp_path: Path) -> None:
     """The same promise measured on a real process: `decode - <&-` and a PT_NOTE that
     claims 4 GiB of a sparse 8 GiB file, each one line, exit 2, peak RSS a few tens of
@@ -604,7 +575,6 @@ def test_xcr0_refusal_names_the_input(image: Path, args: list[str]) -> None:
     assert str(image) in line or "--xcr0" in line, line
 
 
-@OPEN
 def test_piped_core_errors_name_stdin(tmp_path: Path) -> None:
     """A core piped in is spooled to a temporary file; its errors name standard input,
     never the temporary's path (found by the fuzz: rewriting a piped core whose PT_LOAD
@@ -624,7 +594,6 @@ def test_piped_core_errors_name_stdin(tmp_path: Path) -> None:
     assert re.match(r"xcr0tool: (<stdin>|-|standard input)", run.stderr), run.stderr
 
 
-@OPEN
 def test_thread_of_stdin(image: Path) -> None:
     """`decode - --thread N` (or `-@N`) looks for a file named "-" today ("-: no such
     file"); standard input is what was named (found by the fuzz)."""
@@ -661,7 +630,6 @@ def test_supervisor_layout_refusal_names_the_layout() -> None:
     assert re.search(r"--xcr0|intel", run.stderr), run.stderr
 
 
-@OPEN
 def test_mask_keep_size_output_decodes(tmp_path: Path, image: Path) -> None:
     """The example in mask's own help: its output decodes (issue 8, one answer)."""
     out = tmp_path / "sse-only.bin"
@@ -670,7 +638,6 @@ def test_mask_keep_size_output_decodes(tmp_path: Path, image: Path) -> None:
     assert run.code == 0, run.stderr
 
 
-@OPEN
 def test_warning_then_error_is_two_lines(tmp_path: Path) -> None:
     """An ignored --layout warned about, then an error: two lines on stderr for one
     failure (found by the fuzz; the charter asks for one)."""
@@ -699,8 +666,10 @@ def test_compat_machine_json_bounded(tmp_path: Path, text: str) -> None:
     refused(xcr0tool("compat", machine, "intel"), machine)
 
 
-@OPEN
-@pytest.mark.parametrize("command", ["decode", "layout", "diff"])
+@pytest.mark.parametrize(
+    "command",
+    [pytest.param("decode", marks=OPEN), "layout", pytest.param("diff", marks=OPEN)],
+)
 def test_file_names_are_not_markup(tmp_path: Path, image: Path, command: str) -> None:
     """User text is never rich markup: `decode 'd[/bold]/img.bin'` on a terminal gives a
     MarkupError traceback today (issue 8; found by the fuzz in decode_rich, layout_rich
