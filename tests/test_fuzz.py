@@ -86,6 +86,10 @@ KNOWN_OPEN: dict[str, Callable[[fk.Verdict], bool]] = {
     "test_file_names_are_not_markup": _signature(
         r"traceback \| MarkupError \|.*(decode_rich|diff_rich)"
     ),
+    "test_partial_xsavec_converts_to_an_image_decode_reads": lambda verdict: (
+        verdict.signature.startswith("output does not decode | convert |")
+        and "not a value XCRN can hold" in verdict.signature
+    ),
     "test_compat_machine_json_bounded": _signature(
         r"traceback \| (RecursionError|ValueError) \|.*rr_traceinfo"
     ),
@@ -692,6 +696,26 @@ def test_file_names_are_not_markup(tmp_path: Path, image: Path, command: str) ->
     assert run.exception is None, run.trace[-2000:]
     assert run.code == (1 if command == "diff" else 0), run.stderr
     assert "d[/bold]" in run.stdout.decode()  # shown as written, not read as a tag
+
+
+@OPEN
+def test_partial_xsavec_converts_to_an_image_decode_reads(tmp_path: Path, image: Path) -> None:
+    """XSAVEC with RFBM 0x24 writes XCOMP_BV = bit 63 | (RFBM & XCR0) (SDM vol. 1
+    §13.10): XCOMP_BV is not XCR0. Today the XCR0 is taken from it (0x24, which XSETBV
+    refuses), and `convert --to standard` writes 0x24 at byte 464, an image its own
+    decode then refuses (found by the fuzz). Either convert refuses, naming the input,
+    or what it writes decodes."""
+    compacted = tmp_path / "partial.xsavec"
+    standard = tmp_path / "standard.bin"
+    made = xcr0tool("convert", "--to", "compacted", "--xcomp-bv", "0x24", image, "-o", compacted)
+    assert made.code == 0, made.stderr
+    run = xcr0tool("convert", "--to", "standard", "--layout", "amd-zen4", compacted, "-o", standard)
+    if run.code == 2:
+        refused(run, compacted)
+        return
+    assert run.code == 0, run.stderr
+    again = xcr0tool("decode", "--layout", "amd-zen4", standard)
+    assert again.code == 0, again.stderr
 
 
 # ---- the campaign script runs -----------------------------------------------------------------
