@@ -1594,6 +1594,8 @@ def check(case: Case, argv: list[str], ran: Ran, in_path: Path) -> list[str]:
             *(a for a in argv if os.sep in a and "/out/" not in a),
         }
         names |= {a.split("@")[0] for a in names}
+        # An option's value is an input too (`--xcr0 0x5: ...`), but not the output file.
+        names |= {a for a in argv if a.startswith("--") and a not in ("--output",)}
         if lines and not any(name in lines[-1] for name in names):
             if str(argv[argv.index("-o") + 1]) in lines[-1] if "-o" in argv else False:
                 defects.append("blames the output: the message names -o's file, not the input")
