@@ -1345,7 +1345,9 @@ def run_cli(
     if _ENTRY is None:
         _ENTRY = entry()
     runner = _runner()
-    env = {"NO_COLOR": "1", "XCR0TOOL_TRACEBACK": None, "COLUMNS": "100"}
+    # No pager: on a (pretend) terminal a long page would go to `less` on the real fd 1,
+    # past the capture.
+    env = {"NO_COLOR": "1", "XCR0TOOL_TRACEBACK": None, "COLUMNS": "100", "XCR0TOOL_PAGER": ""}
     code: int | None = None
     exception: BaseException | None = None
     trace = ""

@@ -83,9 +83,6 @@ KNOWN_OPEN: dict[str, Callable[[fk.Verdict], bool]] = {
     "test_supervisor_layout_refusal_names_the_layout": _signature(
         r"unnamed \| layout \| xcrNtool: component N \(\w+\) is a supervisor component"
     ),
-    "test_file_names_are_not_markup": _signature(
-        r"traceback \| MarkupError \|.*(decode_rich|diff_rich)"
-    ),
     "test_partial_xsavec_converts_to_an_image_decode_reads": lambda verdict: (
         verdict.signature.startswith("output does not decode | convert |")
         and "not a value XCRN can hold" in verdict.signature
@@ -697,7 +694,7 @@ def test_compat_machine_json_bounded(tmp_path: Path, text: str) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [pytest.param("decode", marks=OPEN), "layout", pytest.param("diff", marks=OPEN)],
+    ["decode", "layout", "diff"],
 )
 def test_file_names_are_not_markup(tmp_path: Path, image: Path, command: str) -> None:
     """User text is never rich markup: `decode 'd[/bold]/img.bin'` on a terminal gives a
