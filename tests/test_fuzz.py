@@ -74,24 +74,12 @@ def _signature(pattern: str) -> Callable[[fk.Verdict], bool]:
 # that class (mostly by its signature, see fuzzkit.signature). Remove an entry with the
 # xfail marker of its test once the fix lands.
 KNOWN_OPEN: dict[str, Callable[[fk.Verdict], bool]] = {
-    "test_xcr0_refusal_names_the_input": _signature(
-        r"unnamed \| \w+ \| xcrNtool: XCRN N .*not a value"
-    ),
     "test_compacted_to_standard_names_the_input": _signature(
         r"unnamed \| convert \| xcrNtool: a compacted image has no standard offsets"
-    ),
-    "test_supervisor_layout_refusal_names_the_layout": _signature(
-        r"unnamed \| layout \| xcrNtool: component N \(\w+\) is a supervisor component"
     ),
     "test_mask_keep_size_output_decodes_intel_pkru": lambda verdict: (
         verdict.signature.startswith("output does not decode | mask |")
         and "--keep-size" in verdict.case.argv
-    ),
-    "test_rr_header_xcr0_refusal_names_the_trace": _signature(
-        r"unnamed \| \w+ \| xcrNtool: XCRN N .*not a value"
-    ),
-    "test_compat_machine_json_bounded": _signature(
-        r"traceback \| (RecursionError|ValueError) \|.*rr_traceinfo"
     ),
 }
 
@@ -564,7 +552,6 @@ def test_bounded_in_a_real_process(tmp_path: Path) -> None:
 # -- messages name the input
 
 
-@OPEN
 @pytest.mark.parametrize(
     "args",
     [["mask", "--xcr0", "0x0"], ["mask", "--xcr0", "0x27"], ["mask", "--xcr0", "0x5"]],
@@ -625,7 +612,6 @@ def test_compacted_to_standard_names_the_input(tmp_path: Path, image: Path) -> N
     assert str(compacted) in run.stderr, run.stderr
 
 
-@OPEN
 def test_supervisor_layout_refusal_names_the_layout() -> None:
     """`layout --layout intel --xcr0 0x100`: a supervisor bit in XCR0 is refused with a
     line naming the layout or the option (today: a bare 'component 8 (pt) ...')."""
@@ -670,7 +656,6 @@ def test_warning_then_error_is_two_lines(tmp_path: Path) -> None:
     assert len(run.stderr.splitlines()) == 1, run.stderr
 
 
-@OPEN
 @pytest.mark.parametrize(
     "text",
     [
@@ -735,7 +720,6 @@ def test_partial_xsavec_converts_to_an_image_decode_reads(tmp_path: Path, image:
     assert again.code == 0, again.stderr
 
 
-@OPEN
 def test_rr_header_xcr0_refusal_names_the_trace(tmp_path: Path) -> None:
     """An rr trace whose header records an XCR0 that XSETBV refuses (bit 0 clear): the
     one line names the trace, the input the value came from (today 'XCR0 0x60280 ...

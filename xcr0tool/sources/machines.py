@@ -22,7 +22,6 @@ would set: CPUID.(0xD,0) EDX:EAX & 0xE02FF; its `xcr0_source` says which.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -35,6 +34,7 @@ from xcr0tool.arch.offsets import XSTATE_BV, read_u64
 from xcr0tool.errors import InputError, LayoutError
 from xcr0tool.files.compressed import format_of
 from xcr0tool.files.input import check_readable_file, read_limited, reason
+from xcr0tool.formats import jsontext
 from xcr0tool.formats.cpuid_dump import complete_leaf_0d, missing_subleaves, parse_cpuid_dump
 from xcr0tool.formats.cpuid_leaves import parse_cpuid_leaves
 from xcr0tool.formats.firecracker import (
@@ -439,10 +439,7 @@ def _read_firecracker(path: str) -> CpuTemplate:
     text = read_limited(path, DESCRIPTION_LIMIT, "a Firecracker CPU template").decode(
         "utf-8", "replace"
     )
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON: {exc}") from None
+    data = jsontext.loads(text, path)
     return parse_cpu_template(data, path)
 
 
