@@ -9,12 +9,15 @@ signals, ptys, the exit status a shell sees, startup.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -87,3 +90,53 @@ def ok(result: Ran) -> bytes:
 
 def stderr_lines(result: Ran) -> list[str]:
     return result.stderr.decode().splitlines()
+
+
+# ---- text results, for tests that compare strings (rr traces, CRIU images, compat)
+
+
+def run_text(*args: str, limit_mib: int | None = None) -> subprocess.CompletedProcess[str]:
+    """xcr0tool ARGS in this process, with text output; as a program when its memory is
+    to be capped (`limit_mib`: an address-space limit, so that a 4 GiB allocation fails
+    loudly)."""
+    if limit_mib is None:
+        ran = run(*args)
+        return subprocess.CompletedProcess(
+            list(args), ran.returncode, ran.stdout.decode(), ran.stderr.decode()
+        )
+
+    def cap_memory() -> None:
+        size = limit_mib << 20
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    return subprocess.run(
+        [*PROGRAM, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=600,
+        preexec_fn=cap_memory,
+    )
+
+
+def text_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line of a text result that failed with exit 2, without "xcr0tool: "."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-500:], result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr.removeprefix("xcr0tool: ").rstrip("\n")
+
+
+def decode_json(*args: str) -> dict[str, Any]:
+    """`xcr0tool decode --json ARGS`, which must succeed, parsed."""
+    result = run_text("decode", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def json_registers(thread: dict[str, Any]) -> dict[str, int]:
+    """One thread of decode's JSON: {register: value}."""
+    return {name: int(value, 16) for name, value in thread["registers"].items()}

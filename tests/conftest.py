@@ -1,17 +1,49 @@
+"""What every test may use: the shared helpers in tests/ importable from any directory
+under it, programs built once per session, the CPU oracle, real cores, live children.
+
+The tests are laid out by layer: unit/<package>/ (one package's modules through their
+Python API), cli/ (the command line as a user meets it), oracles/ (xcr0tool against
+gdb, the CPU, the kernel, and third-party data and tools), project/ (the whole package:
+lint, layers, library surface, each fact once). The helpers they share live here in
+tests/, beside this file.
+"""
+
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
 
+# Test modules import the helpers by their bare names (coremaker, clirunner, ...); with
+# the tests in sub-directories, tests/ itself must be on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cbuild
+
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from cpu_oracle import CpuOracle
+    from ptrace_child import Spawn, Tracer
 
 # Properties, not timings: a 2-core CI machine running gdb and gcc beside the suite must
 # not fail an example for being slow. Failing examples are printed for reproduction.
 settings.register_profile("xcr0tool", deadline=None, print_blob=True)
 settings.load_profile("xcr0tool")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_builds(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """C programs are built once per session: under pytest-xdist, in the directory all
+    workers' temporary directories share (pytest-xdist's documented way to share
+    session data), else in this session's own."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cbuild.configure(shared / "builds")
 
 
 # ---- BEGIN cpu_oracle fixture (tests/cpu_oracle.py) ---------------------------------------
@@ -33,18 +65,18 @@ def cpu_oracle(request: pytest.FixtureRequest) -> CpuOracle:
 # ptrace, cores piped to a handler, ...).
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from coremaker import Host, MadeCore
 
 
 @pytest.fixture(scope="session")
-def regs_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/progs/regs.c, compiled once per session."""
+def regs_program() -> Path:
+    """tests/progs/regs.c, compiled once per session (all workers)."""
     import coremaker
 
+    key = coremaker.REGS_SOURCE.read_bytes() + cbuild.gcc_key()
     try:
-        return coremaker.compile_regs(tmp_path_factory.mktemp("regs-build"))
+        return cbuild.once("regs", key, coremaker.compile_regs)
     except coremaker.Unavailable as exc:
         pytest.skip(str(exc))
 
@@ -97,3 +129,23 @@ def make_kernel_core(regs_program: Path) -> Callable[..., MadeCore]:
 
 
 # ---- END real cores -----------------------------------------------------------------------
+
+
+# ---- BEGIN live children (tests/ptrace_child.py) -------------------------------------------
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """spawn(threads, isa="sse", *extra) -> a running ptrace_child.Child, killed after."""
+    import ptrace_child
+
+    yield from ptrace_child.spawning(tmp_path)
+
+
+@pytest.fixture
+def tracer() -> Iterator[Tracer]:
+    """tracer(tid) -> the pid of a tinytracer holding `tid`, killed after."""
+    import ptrace_child
+
+    yield from ptrace_child.tracing()
+
+
+# ---- END live children ---------------------------------------------------------------------

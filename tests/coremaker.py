@@ -22,6 +22,7 @@ From bench/ (or any script), put tests/ on sys.path first:
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import re
@@ -508,9 +509,17 @@ def gdb_binary() -> str:
 
 
 def gdb_version(gdb: str | None = None) -> tuple[int, int]:
+    """gdb's (major, minor): asked once per process for each gdb (every gdb_view and
+    gcore needs it, and each `gdb --version` costs a gdb start)."""
     gdb = gdb or gdb_binary()
-    if shutil.which(gdb) is None:
+    found = shutil.which(gdb)
+    if found is None:
         raise Unavailable(f"no gdb: {gdb!r} is not on PATH")
+    return _gdb_version(gdb, found)
+
+
+@functools.cache
+def _gdb_version(gdb: str, found: str) -> tuple[int, int]:
     out = subprocess.run(
         [gdb, "--version"], capture_output=True, text=True, check=False, timeout=60
     ).stdout

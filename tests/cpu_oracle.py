@@ -1,7 +1,7 @@
 """This CPU as the test oracle for XSAVE images.
 
 Tests check our transforms against what the hardware does: ``get_oracle()`` builds
-``tests/oracle/xsave_oracle.c`` with gcc (once per session, cached by a hash of the
+``tests/progs/xsave_oracle.c`` with gcc (once per session, cached by a hash of the
 source and flags) and each method runs it in a child process.  The helper runs the
 64-bit forms of the instructions (XRSTOR64, XSAVE64, ...), as the Linux kernel does.
 
@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-SOURCE = Path(__file__).resolve().parent / "oracle" / "xsave_oracle.c"
+SOURCE = Path(__file__).resolve().parent / "progs" / "xsave_oracle.c"
 CFLAGS: tuple[str, ...] = ("-O1", "-std=gnu11", "-mgeneral-regs-only", "-Wall", "-Wextra")
 RUN_TIMEOUT = 10.0
 COMPILE_TIMEOUT = 120.0

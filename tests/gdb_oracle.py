@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -114,3 +115,51 @@ def misplaced_components(host: Host, gdb: str | None = None) -> set[int]:
     """XSAVE components this gdb reads live / writes in gcore at the wrong offsets here."""
     major, _minor = gdb_version(gdb)
     return misplaced_by_old_gdb(host) if major < 14 else set()
+
+
+# ---- comparing xcr0tool's registers with gdb's (or the program's intent)
+
+HEX = re.compile(r"^0x[0-9a-f]+$")
+# gdb registers the decode JSON must carry whenever gdb shows them.
+CONTRACT = re.compile(
+    r"^(st[0-7]|f(ctrl|stat|tag|iseg|ioff|oseg|ooff|op)|mxcsr|[xyz]mm\d+|k[0-7]|pkru)$"
+)
+
+
+def decoded_registers(out: dict[str, object]) -> dict[int, dict[str, int]]:
+    """{tid: {register: value}} of `xcr0tool decode --json`, every value lowercase 0x hex."""
+    threads = out["threads"]
+    assert isinstance(threads, list)
+    result: dict[int, dict[str, int]] = {}
+    for thread in threads:
+        regs = {}
+        for name, text in thread["registers"].items():
+            assert HEX.match(text), f"tid {thread['tid']} {name}: {text!r} is not lowercase 0x hex"
+            regs[name] = int(text, 16)
+        result[thread["tid"]] = regs
+    return result
+
+
+def register_diff(
+    want: dict[int, dict[str, int]], got: dict[int, dict[str, int]], skip: set[str] | None = None
+) -> list[str]:
+    """Where got differs from want, over the registers both have."""
+    skip = skip or set()
+    bad = []
+    for tid, regs in want.items():
+        for name, value in regs.items():
+            if name in skip or name not in got.get(tid, {}):
+                continue
+            if got[tid][name] != value:
+                bad.append(f"tid {tid} {name}: want {value:#x}, got {got[tid][name]:#x}")
+    return bad
+
+
+def missing_registers(want: dict[int, dict[str, int]], got: dict[int, dict[str, int]]) -> list[str]:
+    """The registers `want` has that `got` lacks."""
+    return [
+        f"tid {tid} {name}"
+        for tid, regs in want.items()
+        for name in regs
+        if name not in got.get(tid, {})
+    ]

@@ -292,6 +292,16 @@ def core_state(made: MadeCore) -> CoreState:
 
 
 # CRIU ----------------------------------------------------------------------------------------
+def frames_for(state: CoreState, images: dict[int, bytes] | None = None) -> list[FrameSpec]:
+    """For each thread: a syscall frame without XSAVE (with enough memory writes to spill
+    past its first segment), then a signal frame with the thread's image."""
+    frames = []
+    for tid, image in (images or state.xstate).items():
+        frames.append(FrameSpec(tid, None, EXECVE_EVENT, mem_writes=40))
+        frames.append(FrameSpec(tid, image, SIGNAL_EVENT, mem_writes=12))
+    return frames
+
+
 def _words(data: bytes, size: int) -> list[int]:
     return [int.from_bytes(data[i : i + size], "little") for i in range(0, len(data), size)]
 

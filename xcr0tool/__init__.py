@@ -1,7 +1,7 @@
 """xcr0tool: look at, compare and transform x86 XSAVE images.
 
 The package is cut into layers; a module imports only its own layer and those below it
-(tests/test_layers.py holds this, imports inside functions included):
+(tests/project/test_layers.py holds this, imports inside functions included):
 
     errors    the one error hierarchy
     files     reading what the user named (bounded) and writing outputs (whole or not at all)

@@ -8,7 +8,7 @@ FIP/FDP in 64-bit images, the selectors and offsets in 32-bit ones).
 Everything else is derived from `fields()`: the offsets in offsets.py, the construct
 grammar (formats/xsave.py legacy_region), gdb's x87 control registers (registers.py),
 what diff names each byte (ops/diff.py) and the byte ranges x87 and SSE own
-(ops/transforms.py). tests/test_legacy_table.py ties them together.
+(ops/transforms.py). tests/unit/arch/test_legacy_table.py ties them together.
 """
 
 from __future__ import annotations

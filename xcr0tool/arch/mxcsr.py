@@ -3,7 +3,7 @@ the transforms, diff and validate.
 
 MXCSR belongs to two components, SSE and AVX, and the instructions treat it apart from
 both (Intel SDM vol. 1 §13.7, §13.8 and vol. 2 XRSTOR/XSAVE/XSAVEC "Operation"). Each
-statement here is measured on the CPU by tests/test_mxcsr_cpu.py:
+statement here is measured on the CPU by tests/oracles/test_mxcsr_cpu.py:
 
 - XRSTOR, standard form: loads MXCSR from byte 24 whenever RFBM[1] or RFBM[2] is set,
   whatever XSTATE_BV says (reserved bits then raise #GP even with SSE and AVX in init

@@ -4,7 +4,7 @@ XSETBV raises #GP when the new XCR0 breaks any of these (Intel SDM vol. 1 §13.3
 vol. 2 XSETBV, "Protected Mode Exceptions"); KVM's __kvm_set_xcr (arch/x86/kvm/x86.c),
 which emulates XSETBV for guests, refuses the same list. XSETBV runs at CPL 0 only, so
 no test can ask this CPU; the rules are the SDM's, and every XCR0 a real CPU reports
-(tests/test_xcr0.py) keeps them.
+(tests/unit/arch/test_xcr0.py) keeps them.
 
 A value is an XCR0 of an image (`--xcr0`, the word the kernel writes at byte 464, a
 signal frame's xfeatures) only if it keeps every rule: `check_xcr0` gives the one

@@ -1,6 +1,6 @@
 """man/xcr0tool.1, generated from the click app itself: the top-level help, then every
 command's help, arguments and options, as `--help` shows them. Nothing in it is written
-twice, so it cannot drift (tests/test_cli.py regenerates it and compares).
+twice, so it cannot drift (tests/cli/test_cli.py regenerates it and compares).
 
     python3 -m xcr0tool.cli.manpage > man/xcr0tool.1
 """

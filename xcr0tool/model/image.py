@@ -230,7 +230,7 @@ def recognise(
 
     The word at byte 464 counts as `--xcr0` would, refused alike when XCR0 cannot hold
     it (arch/xcr0.py), except 0: no XSAVE instruction writes bytes 464-511 (SDM vol. 1
-    §13.4.1; tests/test_cpu_oracle.py test_xsave_writes_only_rfbm), so an image the CPU
+    §13.4.1; tests/oracles/test_cpu_oracle.py test_xsave_writes_only_rfbm), so an image the CPU
     saved into a zeroed buffer has 0 there, which says "no XCR0 word", not XCR0 = 0."""
     if xcr0 is not None:
         # The one rule table, refused alike by every command; a value an input recorded
@@ -362,9 +362,9 @@ def _xfeatures_flaw(xfeatures: int, xstate_bv: int) -> str | None:
     can). Not the XCR0 rule table: xfeatures is the task's user features, the RFBM of the
     kernel's XSAVE into the frame, and on an AMX machine a task without AMX permission
     gets 0x202e7, XTILECFG without XTILEDATA (arch/x86/kernel/fpu/xstate.c,
-    fpstate->user_xfeatures; seen in tests/test_sigframe.py's real frames). Only what no
-    XSAVE can have written is refused: no x87, AVX without SSE, supervisor bits, bit 63,
-    or an XSTATE_BV outside it."""
+    fpstate->user_xfeatures; seen in tests/unit/sources/test_sigframe.py's real frames).
+    Only what no XSAVE can have written is refused: no x87, AVX without SSE, supervisor
+    bits, bit 63, or an XSTATE_BV outside it."""
     if not xfeatures & X87:
         return "bit 0 (x87) is clear"
     for rule in (_AVX_NEEDS_SSE, _NO_SUPERVISOR, _NO_BIT_63):

@@ -65,8 +65,8 @@ def full_tag_word(abridged: int, fsw: int, stack: list[int]) -> int:
 # planned once (`_plan`, from the legacy-region table and the component catalogue, the
 # tables formats/xsave.py builds its construct grammars from), and each image then costs
 # a handful of C-level calls: gather the pieces, split them per register, read each as a
-# little-endian integer. tests/test_grammar.py checks the result against the construct
-# grammars' own reading, on any bytes, for every format and state.
+# little-endian integer. tests/unit/model/test_grammar.py checks the result against the
+# construct grammars' own reading, on any bytes, for every format and state.
 Piece = tuple[int | None, int]  # (offset in the image, bytes); None: init-state zeros
 
 

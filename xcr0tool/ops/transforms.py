@@ -9,7 +9,7 @@ What each output holds, and why:
 
 Compacted output is what XSAVEC with requested-feature bitmap RFBM writes into a zeroed
 buffer (SDM vol. 2 XSAVEC, "Operation"; measured on an AMD Zen 4 with tests/cpu_oracle.py,
-see tests/test_transforms.py):
+see tests/oracles/test_transforms.py):
 - XCOMP_BV = RFBM | bit 63; XSTATE_BV = XSTATE_BV & RFBM, plus bit 1 when RFBM[1] = 1 and
   MXCSR is not 0x1F80 (XSAVEC then saves SSE state, XMM registers included, even if they
   are in their init state).

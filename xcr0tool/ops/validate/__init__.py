@@ -24,7 +24,7 @@ buffer; for a signal frame, it ignores the extended state), `warning` (loads, bu
 surprises). A report with a fault or a reject is not accepted.
 
 What this machine's CPU (AMD Zen 4) says where the written sources are silent or
-disagree, checked by tests/test_validate_cpu.py:
+disagree, checked by tests/oracles/test_validate_cpu.py:
 
 - Compacted form: XSTATE_BV[63] = 1 faults, although XCOMP_BV[63] is set too. The
   SDM's "a bit in XCOMP_BV is 0 and the corresponding bit in XSTATE_BV is 1" does not

@@ -1,6 +1,6 @@
 """Rules: what the XRSTOR, XRSTORS and FXRSTOR instructions refuse (Intel SDM vol. 2,
 XRSTOR and XRSTORS, "Protected Mode Exceptions"), checked on this CPU by
-tests/test_validate_cpu.py."""
+tests/oracles/test_validate_cpu.py."""
 
 from __future__ import annotations
 

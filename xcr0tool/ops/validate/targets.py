@@ -144,7 +144,7 @@ def _default_xcr0(
     if given is not None:
         return given, "given"
     # A signal frame's bytes 464-511 are sw_bytes, never an XCR0 word, even when spoilt.
-    # XRSTOR ignores them (tests/test_validate_cpu.py): a word that is no XCR0 (the one
+    # XRSTOR ignores them (tests/oracles/test_validate_cpu.py): a word that is no XCR0 (the one
     # rule table, arch/xcr0.py) is set aside, saying why, rather than refused.
     aside = ""
     if not subject.fxsave_only and check != SIGRETURN and subject.signal_frame is None:
