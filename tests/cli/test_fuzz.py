@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 CORE = FIXTURES / "linux-amd-avx512bw-1t.core"
 GCORE = FIXTURES / "gdb13-amd-avx512bw-2t.core"
@@ -277,7 +277,13 @@ def real_process(*args: str | Path, closed_stdin: bool = False) -> tuple[int, st
 
     with tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
-            [sys.executable, "-c", WRAPPER, str(Path(__file__).parent), *map(str, args)],
+            [
+                sys.executable,
+                "-c",
+                WRAPPER,
+                str(Path(__file__).resolve().parents[1]),
+                *map(str, args),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
