@@ -5,7 +5,7 @@
 Each fixture is a real core of tests/progs/regs.c, run with a fixed seed from an
 empty environment (`env -i`) in a fresh temporary directory: two kernel cores
 (1 and 4 threads) and one written by gdb's gcore (2 threads). Each is then
-rewritten by xcr0tool.sources.elfcore.write_core with every memory segment's bytes
+rewritten by xcr0tool.sources.corewriter.write_core with every memory segment's bytes
 dropped, NT_FILE left out and NT_PRPSINFO scrubbed, so it carries no path, user
 name or environment of the machine that made it; the script checks that with
 a `strings`-like scan and fails if anything slipped through.
@@ -179,7 +179,8 @@ def describe_notes(path: Path) -> str:
 def make_one(
     spec: Spec, tmp: Path, program: Path, out: Path, gdb: tuple[int, int]
 ) -> dict[str, str]:
-    from xcr0tool.sources.elfcore import read_core, write_core
+    from xcr0tool.sources.corewriter import write_core
+    from xcr0tool.sources.elfcore import read_core
 
     work = tmp / f"{spec.kind}-{spec.threads}"
     if spec.kind == "linux":
@@ -232,7 +233,7 @@ seed and thread index) and then either sends itself SIGABRT (a kernel core) or
 sleeps while gdb's `gcore` writes one.
 
 The program ran from an empty environment (`env -i`) in a fresh temporary
-directory. The cores were then rewritten by `xcr0tool.sources.elfcore.write_core` with
+directory. The cores were then rewritten by `xcr0tool.sources.corewriter.write_core` with
 `drop_memory=True` (every PT_LOAD header kept, none of its bytes),
 `drop_note_types={("CORE", NT_FILE)}` (mapped file paths) and
 `scrub_prpsinfo=True` (no command name, arguments, uid or gid), and checked with

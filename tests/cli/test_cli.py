@@ -206,7 +206,8 @@ def test_note_that_lies_about_its_size(tmp_path: Path) -> None:
 
 
 def test_xstate_note_shorter_than_its_xcr0_needs(tmp_path: Path) -> None:
-    from xcr0tool.sources.elfcore import read_core, write_core
+    from xcr0tool.sources.corewriter import write_core
+    from xcr0tool.sources.elfcore import read_core
 
     core = read_core(str(CORE))
     short = tmp_path / "short.core"

@@ -224,21 +224,21 @@ def test_stdin_terminal_is_refused() -> None:
 REJECTIONS = [
     (
         ["mask", "--xcr0", "0x5"],
-        "XCR0 0x5 (x87|ymm) is not a value XCR0 can hold: AVX (bit 2) needs SSE (bit 1)",
+        "--xcr0: XCR0 0x5 (x87|ymm) is not a value XCR0 can hold: AVX (bit 2) needs SSE (bit 1)",
     ),
     (
         ["mask", "--xcr0", "0x27"],
-        "XCR0 0x27 (x87|sse|ymm|opmask) is not a value XCR0 can hold: AVX-512 opmask,"
+        "--xcr0: XCR0 0x27 (x87|sse|ymm|opmask) is not a value XCR0 can hold: AVX-512 opmask,"
         " ZMM_Hi256 and Hi16_ZMM (bits 5, 6 and 7) go together",
     ),
     (
         ["mask", "--xcr0", "0xe3"],
-        "XCR0 0xe3 (x87|sse|opmask|zmm_hi256|hi16_zmm) is not a value XCR0 can hold:"
+        "--xcr0: XCR0 0xe3 (x87|sse|opmask|zmm_hi256|hi16_zmm) is not a value XCR0 can hold:"
         " AVX-512 (bits 5-7) needs AVX (bit 2)",
     ),
     (
         ["mask", "--xcr0", "0x6"],
-        "XCR0 0x6 (sse|ymm) is not a value XCR0 can hold: bit 0 (x87) is always set",
+        "--xcr0: XCR0 0x6 (sse|ymm) is not a value XCR0 can hold: bit 0 (x87) is always set",
     ),
     (["convert", "--xcomp-bv", "0x7"], "--xcomp-bv applies to --to compacted"),
     (

@@ -17,7 +17,8 @@ from paths import FIXTURES, GOLDEN
 from xcr0tool.ops.inspect import decode
 from xcr0tool.render import image as render
 from xcr0tool.render.styled import Screen
-from xcr0tool.sources.elfcore import NT_X86_XSTATE, read_core, write_core
+from xcr0tool.sources.corewriter import write_core
+from xcr0tool.sources.elfcore import NT_X86_XSTATE, read_core
 
 ONE = FIXTURES / "linux-amd-avx512bw-1t.core"
 FOUR = FIXTURES / "linux-amd-avx512bw-4t.core"

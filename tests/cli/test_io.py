@@ -29,7 +29,8 @@ import bigcores
 import pytest
 from clirunner import ok, one_line_error, run
 
-from xcr0tool.sources.elfcore import read_core, write_core
+from xcr0tool.sources.corewriter import write_core
+from xcr0tool.sources.elfcore import read_core
 
 XCR0TOOL = [sys.executable, "-m", "xcr0tool"]
 CORE = bigcores.FIXTURE

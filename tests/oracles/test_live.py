@@ -179,7 +179,7 @@ def test_error_after_the_read_leaves_the_process_running(spawn: Spawn, tmp_path:
     child.assert_runs_on()
     # an XCR0 no XSETBV takes is refused before anything is read (arch/xcr0.py)
     assert one_line_error(run("decode", "--xcr0", hex(1 << 63 | 3), f"pid:{child.pid}")) == (
-        f"xcr0tool: XCR0 {1 << 63 | 3:#x} (x87|sse|compacted) is not a value XCR0 can hold:"
+        f"xcr0tool: --xcr0: XCR0 {1 << 63 | 3:#x} (x87|sse|compacted) is not a value XCR0 can hold:"
         " bit 63 is XCOMP_BV's compacted-format flag, not an XCR0 bit"
     )
     child.assert_untraced()

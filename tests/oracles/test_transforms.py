@@ -200,7 +200,7 @@ def test_check_xcr0_names_the_rule(value: int, rule: str) -> None:
     with pytest.raises(UsageError) as caught:
         transforms.check_xcr0(value)
     assert str(caught.value).endswith(f"is not a value XCR0 can hold: {rule}")
-    assert str(caught.value).startswith(f"XCR0 {value:#x} (")
+    assert str(caught.value).startswith(f"--xcr0: XCR0 {value:#x} (")
 
 
 @pytest.mark.parametrize("value", [0x1, 0x3, 0x7, 0x19, 0x1F, 0xE7, 0x2E7, 0x602E7, 0x80207])
@@ -209,7 +209,9 @@ def test_check_xcr0_accepts_what_cpus_use(value: int) -> None:
 
 
 def test_check_xcr0_message() -> None:
-    with pytest.raises(UsageError, match=r"^XCR0 0x5 \(x87\|ymm\) is not a value XCR0 can hold"):
+    with pytest.raises(
+        UsageError, match=r"^--xcr0: XCR0 0x5 \(x87\|ymm\) is not a value XCR0 can hold"
+    ):
         transforms.check_xcr0(0x5)
 
 

@@ -88,11 +88,12 @@ def xcr0_reason(value: int) -> str | None:
     return f"XCR0 {value:#x} ({describe_mask(value)}) is not a value XCR0 can hold: {rule.text}"
 
 
-def check_xcr0(value: int) -> None:
-    """Raise UsageError with the reason text when XCR0 cannot hold `value`."""
+def check_xcr0(value: int, given: str = "--xcr0") -> None:
+    """Raise UsageError with the reason text when XCR0 cannot hold `value`; `given` names
+    where the value came from (the option, or the input that recorded it)."""
     reason = xcr0_reason(value)
     if reason is not None:
-        raise UsageError(reason)
+        raise UsageError(f"{given}: {reason}")
 
 
 def least_xcr0(mask: int) -> int:

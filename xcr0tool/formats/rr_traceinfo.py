@@ -12,11 +12,11 @@ a trailing comma, which is accepted here.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
 from xcr0tool.errors import InputError
+from xcr0tool.formats import jsontext
 
 Regs = tuple[int, int, int, int]
 
@@ -37,15 +37,16 @@ def looks_like_traceinfo(data: object) -> bool:
 
 def load_traceinfo_text(text: str, source: str) -> object:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return jsontext.loads(text, source)
+    except InputError:
         repaired = _TRAILING_COMMA.sub("}", text)
-        if repaired != text:
-            try:
-                return json.loads(repaired)
-            except json.JSONDecodeError:
-                pass
-        raise InputError(source, f"not valid JSON: {exc}") from None
+        if repaired == text:
+            raise
+        try:
+            return jsontext.loads(repaired, source)
+        except InputError:
+            pass
+        raise
 
 
 def _u32(value: object) -> bool:

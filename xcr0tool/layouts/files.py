@@ -3,11 +3,11 @@ layout (`layout --json`, `host --save`), a `cpuid -r` dump or an AIDA64/InstLatx
 
 from __future__ import annotations
 
-import json
 import os
 
 from xcr0tool.errors import InputError, LayoutError, XcrError
 from xcr0tool.files.input import read_limited
+from xcr0tool.formats import jsontext
 from xcr0tool.model.layout import Layout, layout_from_cpuid, layout_from_json
 
 # The largest layout file read: a JSON layout is a few KiB, and an AIDA64 dump lists
@@ -34,14 +34,7 @@ def load_layout_file(path: str) -> Layout:
     """`--layout FILE`: a JSON layout, a `cpuid -r` dump or an AIDA64/InstLatx64 dump."""
     text = read_limited(path, LAYOUT_FILE_LIMIT, "a layout file").decode("utf-8", "replace")
     if text.lstrip()[:1] in ("{", "[") or path.endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON: {exc}") from None
-        except ValueError as exc:  # an integer beyond Python's digit limit
-            raise InputError(path, f"not a layout file: {exc}") from None
-        except RecursionError:
-            raise InputError(path, "not a layout file: JSON nested too deeply") from None
+        data = jsontext.loads(text, path)
         return layout_from_json(data, f"layout file {path}")
     # The dump readers only for a dump: every command that opens a source loads this
     # module, and decode of a core with its layout note never reads a dump.

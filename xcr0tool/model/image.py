@@ -233,7 +233,9 @@ def recognise(
     §13.4.1; tests/oracles/test_cpu_oracle.py test_xsave_writes_only_rfbm), so an image the CPU
     saved into a zeroed buffer has 0 there, which says "no XCR0 word", not XCR0 = 0."""
     if xcr0 is not None:
-        check_xcr0(xcr0)  # the one rule table: refused alike by every command
+        # The one rule table, refused alike by every command; a value an input recorded
+        # (an rr trace header) names that input.
+        check_xcr0(xcr0, f"{origin} ({xcr0_source})" if xcr0_source else "--xcr0")
     size = len(data)
     frame = signal_frame_info(data)
     # What is wrong with a signal frame's sw_bytes (or why a buffer is not one): notes when

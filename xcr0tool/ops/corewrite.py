@@ -3,7 +3,7 @@
 A core goes in, a core comes out: every thread's NT_X86_XSTATE is replaced by its
 transformed image, the process's NT_X86_XSAVE_LAYOUT (when the core has one) is rewritten
 for the new XCR0 and layout, and every other note and all memory keep their bytes
-(elfcore.write_core). A raw image, or one thread of a core (CORE@TID), gives a raw image.
+(corewriter.write_core). A raw image, or one thread of a core (CORE@TID), gives a raw image.
 """
 
 from __future__ import annotations
@@ -95,11 +95,11 @@ def write_result(opened: Opened, images: Sequence[XsaveImage], output: str | Non
                 " NT_X86_XSAVE_LAYOUT cannot describe them"
             )
         layout_note = note_from_layout(first.layout, first.xcr0)
-    from xcr0tool.sources.elfcore import write_core
+    from xcr0tool.sources.corewriter import write_core
 
     xstate = {index: image.data for index, image in enumerate(images)}
     # Straight to the output, standard output included: every check of the core's
-    # layout is made before the first byte is written (elfcore.write_core).
+    # layout is made before the first byte is written (corewriter.write_core).
     write_core(core, output, xstate=xstate, xsave_layout=layout_note)
 
 

@@ -373,7 +373,8 @@ def mask(
     XCR0).
     """
     xcr0 = image.xcr0 & mask
-    check_xcr0(xcr0)
+    # Named as every command names --xcr0; when the image's XCR0 made it smaller, say so.
+    check_xcr0(xcr0, "--xcr0" if xcr0 == mask else f"--xcr0 {mask:#x} on {image.origin}")
     space = _space(image)
     removed = space & ~SUPERVISOR_MASK & ~mask
     size = len(image.data) if keep_size else None

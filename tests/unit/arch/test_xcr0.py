@@ -63,7 +63,7 @@ def commands(value: int, image: Path, out: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("value", sorted(REFUSED))
 def test_every_command_refuses_alike(value: int, image_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.bin"
-    expected = f"xcr0tool: {reason(value)}"
+    expected = f"xcr0tool: --xcr0: {reason(value)}"
     assert reason(value).endswith(REFUSED[value])
     for name, args in commands(value, image_file, out).items():
         assert one_line_error(run(*args)) == expected, name
@@ -120,7 +120,7 @@ def test_a_zero_word_means_no_word(tmp_path: Path) -> None:
 
 def test_decode_xcr0_0_no_longer_becomes_3(image_file: Path) -> None:
     line = one_line_error(run("decode", "--xcr0", "0x0", str(image_file)))
-    assert line == f"xcr0tool: {reason(0)}"
+    assert line == f"xcr0tool: --xcr0: {reason(0)}"
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_check_and_reason_agree(value: int) -> None:
     else:
         with pytest.raises(UsageError) as caught:
             xcr0.check_xcr0(value)
-        assert str(caught.value) == text
+        assert str(caught.value) == f"--xcr0: {text}"
 
 
 def test_the_rule_table_exists_once() -> None:

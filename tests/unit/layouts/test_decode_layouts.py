@@ -16,7 +16,8 @@ from xcr0tool.arch.components import bits
 from xcr0tool.layouts.profiles import profile_layout
 from xcr0tool.model.image import read_u64
 from xcr0tool.model.layout import Layout, layout_from_note, note_from_layout
-from xcr0tool.sources.elfcore import read_core, write_core
+from xcr0tool.sources.corewriter import write_core
+from xcr0tool.sources.elfcore import read_core
 
 FIXTURE = FIXTURES / "linux-amd-avx512bw-4t.core"
 

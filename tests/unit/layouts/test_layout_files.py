@@ -52,8 +52,8 @@ BAD_JSON = [
         "component 0 needs integer 'id' and 'size'",
     ),
     ("float", component(id=2, size=256.0, offset=576), "component 0 needs integer 'id' and 'size'"),
-    ("4301 digits", component(id=2, size="9" * 4301, offset=576), "not a layout file"),
-    ("nested", "[" * 100_000 + "]" * 100_000, "not a layout file"),
+    ("4301 digits", component(id=2, size="9" * 4301, offset=576), "not usable JSON"),
+    ("nested", "[" * 100_000 + "]" * 100_000, "not usable JSON: nested too deeply"),
     (
         "ymm of 16",
         component(id=2, size=16, offset=576),

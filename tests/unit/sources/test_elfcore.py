@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from xcr0tool.errors import InputError, UsageError
 from xcr0tool.formats import elf as g
+from xcr0tool.sources.corewriter import write_core
 from xcr0tool.sources.elfcore import (
     NT_AUXV,
     NT_FILE,
@@ -31,7 +32,6 @@ from xcr0tool.sources.elfcore import (
     NT_X86_XSTATE,
     looks_like_elf,
     read_core,
-    write_core,
 )
 
 # One worker runs every test here (pytest-xdist loadgroup): its program (gcc -g) and its
