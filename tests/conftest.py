@@ -23,7 +23,7 @@ def _hypothesis_from_its_bytecode() -> None:
     rewriting. pytest marks every module of a distribution that has a pytest plugin for
     rewriting, hypothesis's 80 with it; where no bytecode may be written
     (PYTHONDONTWRITEBYTECODE) it parses, rewrites and compiles them again in every
-    process of every run: 2 s of CPU each, twice the collection of the whole suite.
+    process of every run: 2 s of CPU each, where collecting the whole suite takes 1.2 s.
     Hypothesis's asserts are its own invariants and fail alike; the tests' assertions
     are rewritten as ever. (pytest has no public switch for this: without the private
     set, nothing changes.)"""
