@@ -27,6 +27,7 @@ from pathlib import Path
 
 import bigcores
 import pytest
+from bare_python import run_bare
 from clirunner import ok, one_line_error, run
 
 from xcr0tool.sources.corewriter import write_core
@@ -702,8 +703,7 @@ def test_decompressors_load_only_for_compressed_inputs() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in"
         " ('lz4', 'lzma', 'backports', 'compression', 'gzip')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
-    assert result.stdout.decode().strip() == "[]"
+    assert run_bare(code).strip() == "[]"
 
 
 def test_host_save_goes_through_the_one_writer(tmp_path: Path) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import subprocess
-import sys
 
 import pytest
+from bare_python import run_bare
 from paths import REPO
 
 import xcr0tool
@@ -53,13 +52,10 @@ def test_all_is_the_export_table_and_every_name_resolves() -> None:
 def test_import_is_cheap() -> None:
     """`import xcr0tool` imports no layer (and not typing): names load on first use."""
     # What the package's own two imports bring (`from __future__ import annotations`,
-    # `from importlib import import_module`) is loaded first, as an editable install's
-    # path hook has it already; from a regular install it would be counted here.
+    # `from importlib import import_module`) is loaded first: an editable install's path
+    # hook has it already, and from a regular install it would be counted here.
     probe = (
         "import sys; import __future__, importlib; before = set(sys.modules);"
         " import xcr0tool; print(sorted(m for m in set(sys.modules) - before))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
-    ).stdout
-    assert out.strip() == "['xcr0tool']"
+    assert run_bare(probe).strip() == "['xcr0tool']"

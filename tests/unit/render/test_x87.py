@@ -11,11 +11,11 @@ import math
 import random
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bare_python import run_bare
 from clirunner import ok, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -323,8 +323,7 @@ def test_no_decimal_import_for_x87_values() -> None:
         "describe('st0', 0x3FFBCCCCCCCCCCCCCCCD)\n"
         "print(sorted(m for m in ('decimal', '_decimal', '_pydecimal') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert run_bare(code).strip() == "[]"
 
 
 GDB_THREAD = re.compile(r"^Thread \d+ \(LWP (\d+)\):$")
