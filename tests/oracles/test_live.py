@@ -233,7 +233,7 @@ def test_sigint_during_the_read(spawn: Spawn) -> None:
     reader.send_signal(signal.SIGINT)
     reader.send_signal(signal.SIGINT)
     out, err = reader.communicate(timeout=30)
-    assert out.splitlines()[-1] == "exit 130 0"
+    assert out.splitlines()[-1] == "exit 130 0", (out, err)
     assert "Traceback" not in err
     assert "source:" not in out  # nothing was decoded
     child.assert_untraced()

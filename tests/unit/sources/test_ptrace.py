@@ -301,7 +301,7 @@ def test_sigint_while_attached(spawn: Spawn) -> None:
     assert child.status(blocked, "TracerPid") == str(reader.pid)
     reader.send_signal(signal.SIGINT)
     out, err = reader.communicate(timeout=30)
-    assert reader.returncode == 3, err
+    assert reader.returncode == 3, (out, err)
     word, tracers = out.split()
     assert word == "KeyboardInterrupt"
     assert set(tracers.split(",")) == {"0"}
