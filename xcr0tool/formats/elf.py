@@ -1,24 +1,19 @@
-"""Construct grammars for the parts of an x86 ELF core that xcr0tool reads or rewrites.
+"""The ELF numbers of an x86 core, and its records read and written with `struct`.
 
-Bytes only: no checks beyond construct's own, no formatting. Every factory takes the
-variant (ELF class, OS) as arguments, so nothing here depends on the file being read.
-Only little-endian layouts exist: x86 cores are never big-endian.
+The records' bytes are declared once, as construct grammars in formats/elf_grammar.py;
+what runs here are `struct` layouts derived from them (formats/elf_layouts.py,
+generated, and checked against the grammars by a test). Only little-endian layouts
+exist: x86 cores are never big-endian.
 """
 
 from __future__ import annotations
 
-from construct import (
-    Bytes,
-    Const,
-    FormatField,
-    Int8ul,
-    Int16sl,
-    Int16ul,
-    Int32sl,
-    Int32ul,
-    Int64ul,
-    Struct,
-)
+import functools
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from xcr0tool.formats.elf_layouts import CONSTS, LAYOUTS
 
 ELFMAG = b"\x7fELF"
 EI_NIDENT = 16
@@ -48,182 +43,32 @@ SHT_NOBITS = 8
 NOTE_ALIGN = 4
 
 
-def _word(elf_class: int) -> FormatField:
-    return Int64ul if elf_class == 64 else Int32ul
+class Record:
+    """One kind of ELF record as a flat dict: nested fields have dotted names
+    ("e_ident.ei_class"), integers are ints and byte strings bytes."""
+
+    __slots__ = ("consts", "format", "names", "size")
+
+    def __init__(self, key: tuple[str | int, ...]) -> None:
+        layout, self.names = LAYOUTS[key]
+        self.format = struct.Struct(layout)
+        self.size = self.format.size
+        self.consts = CONSTS.get(key, {})
+
+    def unpack(self, data: bytes | memoryview, offset: int = 0) -> dict[str, Any]:
+        """The fields at `offset`; struct.error if `data` is short, ValueError if a
+        constant field (the ELF magic) is not what the grammar says."""
+        fields = dict(zip(self.names, self.format.unpack_from(data, offset), strict=True))
+        for name, value in self.consts.items():
+            if fields[name] != value:
+                raise ValueError(f"{name} is {fields[name]!r}, not {value!r}")
+        return fields
+
+    def pack(self, fields: Mapping[str, Any]) -> bytes:
+        return self.format.pack(*(fields[name] for name in self.names))
 
 
-def struct_format(grammar: Struct) -> str:
-    """The `struct` module format of a grammar made only of integer fields.
-
-    For loops over many records (program headers, notes), where construct's parser costs
-    a hundred times more than `struct.unpack_from`; the layout stays declared once, here.
-    """
-    codes = []
-    for field in grammar.subcons:
-        if not isinstance(field.subcon, FormatField):
-            raise TypeError(f"{field.name} is not a fixed-size integer")
-        codes.append(field.subcon.fmtstr.lstrip("<"))
-    return "<" + "".join(codes)
-
-
-# gABI "ELF Identification"; the kernel's include/uapi/linux/elf.h (EI_* indices).
-def elf_ident() -> Struct:
-    return Struct(
-        "magic" / Const(ELFMAG),
-        "ei_class" / Int8ul,
-        "ei_data" / Int8ul,
-        "ei_version" / Int8ul,
-        "ei_osabi" / Int8ul,
-        "ei_abiversion" / Int8ul,
-        # Kept as bytes, not Padding, so that a rebuilt header is the original one.
-        "ei_pad" / Bytes(7),
-    )
-
-
-# gABI "ELF Header"; include/uapi/linux/elf.h, struct elf32_hdr / elf64_hdr.
-def elf_header(elf_class: int) -> Struct:
-    word = _word(elf_class)
-    return Struct(
-        "e_ident" / elf_ident(),
-        "e_type" / Int16ul,
-        "e_machine" / Int16ul,
-        "e_version" / Int32ul,
-        "e_entry" / word,
-        "e_phoff" / word,
-        "e_shoff" / word,
-        "e_flags" / Int32ul,
-        "e_ehsize" / Int16ul,
-        "e_phentsize" / Int16ul,
-        "e_phnum" / Int16ul,
-        "e_shentsize" / Int16ul,
-        "e_shnum" / Int16ul,
-        "e_shstrndx" / Int16ul,
-    )
-
-
-# gABI "Program Header"; include/uapi/linux/elf.h, struct elf32_phdr / elf64_phdr.
-# p_flags moves to second place in ELF64 to keep the 64-bit fields aligned.
-def program_header(elf_class: int) -> Struct:
-    if elf_class == 64:
-        return Struct(
-            "p_type" / Int32ul,
-            "p_flags" / Int32ul,
-            "p_offset" / Int64ul,
-            "p_vaddr" / Int64ul,
-            "p_paddr" / Int64ul,
-            "p_filesz" / Int64ul,
-            "p_memsz" / Int64ul,
-            "p_align" / Int64ul,
-        )
-    return Struct(
-        "p_type" / Int32ul,
-        "p_offset" / Int32ul,
-        "p_vaddr" / Int32ul,
-        "p_paddr" / Int32ul,
-        "p_filesz" / Int32ul,
-        "p_memsz" / Int32ul,
-        "p_flags" / Int32ul,
-        "p_align" / Int32ul,
-    )
-
-
-# gABI "Sections"; include/uapi/linux/elf.h, struct elf32_shdr / elf64_shdr.
-def section_header(elf_class: int) -> Struct:
-    word = _word(elf_class)
-    return Struct(
-        "sh_name" / Int32ul,
-        "sh_type" / Int32ul,
-        "sh_flags" / word,
-        "sh_addr" / word,
-        "sh_offset" / word,
-        "sh_size" / word,
-        "sh_link" / Int32ul,
-        "sh_info" / Int32ul,
-        "sh_addralign" / word,
-        "sh_entsize" / word,
-    )
-
-
-# gABI "Note Section"; include/uapi/linux/elf.h, struct elf32_note / elf64_note (the
-# same three 32-bit words in both classes). The name and the descriptor follow, each
-# padded to NOTE_ALIGN.
-def note_header() -> Struct:
-    return Struct(
-        "n_namesz" / Int32ul,
-        "n_descsz" / Int32ul,
-        "n_type" / Int32ul,
-    )
-
-
-# The start of NT_PRSTATUS, up to and including the thread id; the descriptor goes on
-# with the times and the general registers, which xcr0tool does not read.
-#
-# Linux: include/uapi/linux/elfcore.h, struct elf_prstatus_common (x86-64, ulong is
-# 8 bytes: pr_pid at 32) and include/linux/elfcore-compat.h, struct
-# compat_elf_prstatus_common (i386 and x32, compat_ulong_t is 4 bytes: pr_pid at 24;
-# x32 differs from i386 only in pr_reg, after this prefix). pr_pid holds the thread id.
-#
-# FreeBSD: sys/sys/procfs.h, struct prstatus (amd64: size_t is 8 bytes and aligned, so
-# pr_pid is at 40) and struct prstatus32 (i386: pr_pid at 24). sys/kern/imgact_elf.c
-# stores td_tid in pr_pid.
-def prstatus_prefix(system: str, elf_class: int) -> Struct:
-    if system == "freebsd":
-        size_t = _word(elf_class)
-        return Struct(
-            "pr_version" / Int32sl,
-            "pr_pad" / Bytes(4 if elf_class == 64 else 0),
-            "pr_statussz" / size_t,
-            "pr_gregsetsz" / size_t,
-            "pr_fpregsetsz" / size_t,
-            "pr_osreldate" / Int32sl,
-            "pr_cursig" / Int32sl,
-            "pr_pid" / Int32sl,
-        )
-    return Struct(
-        "si_signo" / Int32sl,
-        "si_code" / Int32sl,
-        "si_errno" / Int32sl,
-        "pr_cursig" / Int16sl,
-        "pr_pad" / Bytes(2),
-        "pr_sigpend" / _word(elf_class),
-        "pr_sighold" / _word(elf_class),
-        "pr_pid" / Int32sl,
-    )
-
-
-# The start of NT_PRPSINFO, up to the end of pr_psargs (the fields a fixture scrub
-# clears).
-#
-# Linux x86-64: include/linux/elfcore.h, struct elf_prpsinfo with 8-byte pr_flag and
-# 4-byte __kernel_uid_t (136 bytes). Linux i386 and x32: include/linux/elfcore-compat.h,
-# struct compat_elf_prpsinfo with 4-byte pr_flag and 2-byte __compat_uid_t from
-# arch/x86/include/asm/compat.h (124 bytes); glibc's __pr_uid_t agrees.
-#
-# FreeBSD: sys/sys/procfs.h, struct prpsinfo / prpsinfo32 (no uid or gid; the
-# pr_pid that follows pr_psargs since version 1a is left alone).
-def prpsinfo_prefix(system: str, elf_class: int) -> Struct:
-    if system == "freebsd":
-        return Struct(
-            "pr_version" / Int32sl,
-            "pr_pad" / Bytes(4 if elf_class == 64 else 0),
-            "pr_psinfosz" / _word(elf_class),
-            "pr_fname" / Bytes(17),
-            "pr_psargs" / Bytes(81),
-        )
-    small = elf_class == 32
-    return Struct(
-        "pr_state" / Int8ul,
-        "pr_sname" / Int8ul,
-        "pr_zomb" / Int8ul,
-        "pr_nice" / Int8ul,
-        "pr_pad" / Bytes(0 if small else 4),
-        "pr_flag" / _word(elf_class),
-        "pr_uid" / (Int16ul if small else Int32ul),
-        "pr_gid" / (Int16ul if small else Int32ul),
-        "pr_pid" / Int32sl,
-        "pr_ppid" / Int32sl,
-        "pr_pgrp" / Int32sl,
-        "pr_sid" / Int32sl,
-        "pr_fname" / Bytes(16),
-        "pr_psargs" / Bytes(80),
-    )
+@functools.cache
+def record(name: str, *variant: str | int) -> Record:
+    """The record `name` of formats/elf_grammar.py for a variant (ELF class, system)."""
+    return Record((name, *variant))

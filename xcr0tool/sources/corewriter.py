@@ -27,14 +27,12 @@ from xcr0tool.sources.elfcore import (
     _all_phdrs,
     _Elf,
     _first_desc,
-    _grammar,
     _Input,
     _Note,
     _open,
     _Range,
     _read_elf,
     _read_notes,
-    _records,
     _system,
     _thread_groups,
 )
@@ -129,7 +127,7 @@ _Piece = bytes | _Range  # new bytes, or input bytes copied as they are
 
 
 def _note_bytes(name: bytes, note_type: int, desc: bytes) -> bytes:
-    header = _records(g.note_header).format.pack(len(name), len(desc), note_type)
+    header = g.record("note_header").format.pack(len(name), len(desc), note_type)
     return b"".join((header, _padded(name), _padded(desc)))
 
 
@@ -187,17 +185,16 @@ def _size(piece: _Piece) -> int:
 
 
 def _scrubbed(src: _Input, elf: _Elf, system: str, note: _Note) -> bytes:
-    grammar = _grammar(g.prpsinfo_prefix, system, elf.elf_class)
-    size = grammar.sizeof()
+    prpsinfo = g.record("prpsinfo_prefix", system, elf.elf_class)
     desc = note.desc or b""
-    if len(desc) < size:
+    if len(desc) < prpsinfo.size:
         raise src.error(f"{note.describe()} is {len(desc)} bytes, too short to scrub")
-    info = src.parse(grammar, desc[:size], note.describe())
-    info.pr_fname = bytes(len(info.pr_fname))
-    info.pr_psargs = bytes(len(info.pr_psargs))
+    info = src.unpack(prpsinfo, desc, note.describe())
+    info["pr_fname"] = bytes(len(info["pr_fname"]))
+    info["pr_psargs"] = bytes(len(info["pr_psargs"]))
     if "pr_uid" in info:
-        info.pr_uid = info.pr_gid = 0
-    return bytes(grammar.build(info)) + desc[size:]
+        info["pr_uid"] = info["pr_gid"] = 0
+    return prpsinfo.pack(info) + desc[prpsinfo.size :]
 
 
 def _alignment(value: int) -> int:
@@ -232,20 +229,20 @@ def _place(
     no bytes (a PT_LOAD of p_filesz 0, wherever it points) moves nothing after it.
     """
     c, header = elf.elf_class, elf.header
-    header_grammar = _grammar(g.elf_header, c)
-    segment_records = _records(g.program_header, c)
-    sections = _records(g.section_header, c)
+    header_record = g.record("elf_header", c)
+    segment_records = g.record("program_header", c)
+    sections = g.record("section_header", c)
     phdrs = _all_phdrs(src, elf)
     shdrs = src.table(
-        "section header table", header.e_shoff, elf.shnum, header.e_shentsize, sections
+        "section header table", header["e_shoff"], elf.shnum, header["e_shentsize"], sections
     )
 
     def table(start: int, size: int, align: int) -> _Region:
         return _Region("table", start, size, align, new_size=size)
 
-    ehdr = table(0, header_grammar.sizeof(), 1)
-    phdr_table = table(header.e_phoff, len(phdrs) * segment_records.size, c // 8)
-    shdr_table = table(header.e_shoff, len(shdrs) * sections.size, c // 8)
+    ehdr = table(0, header_record.size, 1)
+    phdr_table = table(header["e_phoff"], len(phdrs) * segment_records.size, c // 8)
+    shdr_table = table(header["e_shoff"], len(shdrs) * sections.size, c // 8)
     tables = [ehdr, phdr_table, shdr_table] if shdrs else [ehdr, phdr_table]
 
     segments = [_segment(src, i, phdr, notes, drop_memory) for i, phdr in enumerate(phdrs)]
@@ -281,10 +278,10 @@ def _place(
         elif host.kind == "dropped":
             shdr["sh_type"] = g.SHT_NOBITS
 
-    new_header = header.copy()
-    new_header.e_phoff = phdr_table.new_start
-    new_header.e_shoff = shdr_table.new_start if shdrs else header.e_shoff
-    ehdr.content = [bytes(header_grammar.build(new_header))]
+    new_header = {**header, "e_phoff": phdr_table.new_start}
+    if shdrs:
+        new_header["e_shoff"] = shdr_table.new_start
+    ehdr.content = [header_record.pack(new_header)]
     phdr_table.content = [b"".join(segment_records.pack(p) for p in phdrs)]
     shdr_table.content = [b"".join(sections.pack(s) for s in shdrs)]
     return regions

@@ -16,11 +16,9 @@ from __future__ import annotations
 import functools
 import re
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-from construct import ConstructError
 
 from xcr0tool.errors import InputError
 from xcr0tool.files.input import Input, open_input
@@ -74,7 +72,7 @@ NOTE_COUNT_LIMIT = 1 << 18
 # smaller. Anything larger than this is not one of them.
 DESC_LIMIT = 1 << 20
 # Of NT_PRSTATUS only the start is read: the thread id lies within its first 64 bytes
-# on every system (formats.elf.prstatus_prefix).
+# on every system (formats.elf_grammar.prstatus_prefix).
 PRSTATUS_PREFIX = 64
 # Note names ("CORE", "LINUX", "FreeBSD") are a few bytes; a longer one is read only this
 # far, and its note is nobody's xcr0tool knows.
@@ -212,12 +210,12 @@ class _Input:
         return self.input.read(what, offset, size)
 
     def table(
-        self, what: str, offset: int, count: int, entry_size: int, records: _Records
+        self, what: str, offset: int, count: int, entry_size: int, records: g.Record
     ) -> list[dict[str, int]]:
         return [record for _, record in self.records(what, offset, count, entry_size, records)]
 
     def records(
-        self, what: str, offset: int, count: int, entry_size: int, records: _Records
+        self, what: str, offset: int, count: int, entry_size: int, records: g.Record
     ) -> Iterator[tuple[int, dict[str, int]]]:
         """The entries of a header table, read a bounded piece at a time."""
         if count and entry_size != records.size:
@@ -231,38 +229,12 @@ class _Input:
             for i in range(number):
                 yield first + i, records.unpack(data, i * records.size)
 
-    def parse(self, grammar: Any, data: bytes | memoryview, what: str) -> Any:
-        """The one place construct meets file bytes; callers check bounds first."""
+    def unpack(self, record: g.Record, data: bytes | memoryview, what: str) -> dict[str, Any]:
+        """One record of `data`; callers check bounds first."""
         try:
-            return grammar.parse(data)
-        except (ConstructError, struct.error) as error:
+            return record.unpack(data)
+        except (struct.error, ValueError) as error:
             raise self.error(f"cannot parse {what}: {error}") from None
-
-
-@functools.cache
-def _grammar(factory: Callable[..., Any], *variant: object) -> Any:
-    """Grammars are immutable: build each variant once."""
-    return factory(*variant)
-
-
-class _Records:
-    """A grammar of integers, read and written with `struct` for tables and note walks."""
-
-    def __init__(self, grammar: Any) -> None:
-        self.names = [field.name for field in grammar.subcons]
-        self.format = struct.Struct(g.struct_format(grammar))
-        self.size = self.format.size
-
-    def unpack(self, data: bytes | memoryview, offset: int = 0) -> dict[str, int]:
-        return dict(zip(self.names, self.format.unpack_from(data, offset), strict=True))
-
-    def pack(self, fields: Mapping[str, int]) -> bytes:
-        return self.format.pack(*(fields[name] for name in self.names))
-
-
-@functools.cache
-def _records(factory: Callable[..., Any], *variant: object) -> _Records:
-    return _Records(_grammar(factory, *variant))
 
 
 @dataclass
@@ -271,7 +243,7 @@ class _Elf:
 
     elf_class: int
     machine: str
-    header: Any  # construct Container of g.elf_header
+    header: dict[str, Any]  # g.record("elf_header", elf_class)
     phnum: int
     note_segments: list[tuple[int, dict[str, int]]]  # (index, header) of every PT_NOTE
     shnum: int
@@ -286,31 +258,32 @@ def _read_elf(src: _Input) -> _Elf:
     if not looks_like_elf(head):
         raise src.error("not an ELF file")
     src.need("ELF identification", g.EI_NIDENT)
-    ident = src.parse(_grammar(g.elf_ident), head, "ELF identification")
-    if ident.ei_data == g.ELFDATA2MSB:
+    ident = src.unpack(g.record("elf_ident"), head, "ELF identification")
+    if ident["ei_data"] == g.ELFDATA2MSB:
         raise src.error("not an x86 core: big-endian")
-    if ident.ei_data != g.ELFDATA2LSB:
-        raise src.error(f"unknown ELF data encoding {ident.ei_data}")
-    elf_class = {g.ELFCLASS32: 32, g.ELFCLASS64: 64}.get(ident.ei_class)
+    if ident["ei_data"] != g.ELFDATA2LSB:
+        raise src.error(f"unknown ELF data encoding {ident['ei_data']}")
+    elf_class = {g.ELFCLASS32: 32, g.ELFCLASS64: 64}.get(ident["ei_class"])
     if elf_class is None:
-        raise src.error(f"unknown ELF class {ident.ei_class}")
+        raise src.error(f"unknown ELF class {ident['ei_class']}")
 
-    grammar = _grammar(g.elf_header, elf_class)
-    header = src.parse(grammar, src.read("ELF header", 0, grammar.sizeof()), "ELF header")
-    if header.e_type != g.ET_CORE:
-        kind = _NOT_A_CORE.get(header.e_type, f"an ELF file of type {header.e_type}")
+    record = g.record("elf_header", elf_class)
+    header = src.unpack(record, src.read("ELF header", 0, record.size), "ELF header")
+    if header["e_type"] != g.ET_CORE:
+        kind = _NOT_A_CORE.get(header["e_type"], f"an ELF file of type {header['e_type']}")
         raise src.error(f"{kind}, not a core")
-    machine = _MACHINES.get((elf_class, header.e_machine))
+    machine = _MACHINES.get((elf_class, header["e_machine"]))
     if machine is None:
-        raise src.error(f"not an x86 core: ELF{elf_class}, e_machine {header.e_machine}")
+        raise src.error(f"not an x86 core: ELF{elf_class}, e_machine {header['e_machine']}")
 
-    phnum, shnum = header.e_phnum, header.e_shnum if header.e_shoff else 0
+    phoff, shoff = header["e_phoff"], header["e_shoff"]
+    phnum, shnum = header["e_phnum"], header["e_shnum"] if shoff else 0
     # Past 0xfffe segments or 0xfeff sections, the counts move into section header 0
     # (gABI "Sections"; fs/binfmt_elf.c fill_extnum_info). From a pipe, reading it may
     # mean reading the whole core: the kernel writes it last.
-    if header.e_shoff and (phnum == g.PN_XNUM or shnum == 0):
-        sections = _records(g.section_header, elf_class)
-        zero = src.table("section header table", header.e_shoff, 1, header.e_shentsize, sections)
+    if shoff and (phnum == g.PN_XNUM or shnum == 0):
+        sections = g.record("section_header", elf_class)
+        zero = src.table("section header table", shoff, 1, header["e_shentsize"], sections)
         phnum = zero[0]["sh_info"] if phnum == g.PN_XNUM else phnum
         shnum = shnum or zero[0]["sh_size"]
     for count, what in ((phnum, "program"), (shnum, "section")):
@@ -318,11 +291,11 @@ def _read_elf(src: _Input) -> _Elf:
             raise src.error(
                 f"claims {count} {what} headers, more than any core holds (at most {HEADER_LIMIT})"
             )
-    segments = _records(g.program_header, elf_class)
+    segments = g.record("program_header", elf_class)
     notes = [
         (index, phdr)
         for index, phdr in src.records(
-            "program header table", header.e_phoff, phnum, header.e_phentsize, segments
+            "program header table", phoff, phnum, header["e_phentsize"], segments
         )
         if phdr["p_type"] == g.PT_NOTE
     ]
@@ -331,10 +304,10 @@ def _read_elf(src: _Input) -> _Elf:
 
 def _all_phdrs(src: _Input, elf: _Elf) -> list[dict[str, int]]:
     """Every program header, for a rewrite (which moves them all)."""
-    segments = _records(g.program_header, elf.elf_class)
+    segments = g.record("program_header", elf.elf_class)
     header = elf.header
     return src.table(
-        "program header table", header.e_phoff, elf.phnum, header.e_phentsize, segments
+        "program header table", header["e_phoff"], elf.phnum, header["e_phentsize"], segments
     )
 
 
@@ -447,7 +420,7 @@ def _walk(seg: _Segment, notes: list[_Note], elf: _Elf) -> None:
     """Append the notes of one segment. The loop is written for speed: a core may have
     hundreds of thousands of notes."""
     src, base, length, segment = seg.src, seg.base, seg.length, seg.index
-    header = _records(g.note_header).format
+    header = g.record("note_header").format
     head_size, unpack_from = header.size, header.unpack_from
     pad = g.NOTE_ALIGN - 1
     owners: dict[bytes, str] = {}
@@ -524,7 +497,7 @@ def _owner(name: bytes) -> str:
 
 
 def _system(elf: _Elf, notes: list[_Note]) -> str:
-    freebsd = elf.header.e_ident.ei_osabi == g.ELFOSABI_FREEBSD
+    freebsd = elf.header["e_ident.ei_osabi"] == g.ELFOSABI_FREEBSD
     return "freebsd" if freebsd or any(n.public.owner == "FreeBSD" for n in notes) else "linux"
 
 
@@ -556,7 +529,7 @@ def _thread(
     fxsave_candidates = (fpregs, _first_desc(notes, members, NT_PRXFPREG))
     return CoreThread(
         index=index,
-        tid=_tid(src, _grammar(g.prstatus_prefix, system, elf.elf_class), notes[members[0]]),
+        tid=_tid(g.record("prstatus_prefix", system, elf.elf_class), notes[members[0]]),
         xstate=_first_desc(notes, members, NT_X86_XSTATE),
         fpregs=fpregs,
         fxsave=next(
@@ -566,19 +539,18 @@ def _thread(
     )
 
 
-def _tid(src: _Input, grammar: Any, status: _Note) -> int | None:
-    size = _pid_end(grammar)
+def _tid(prstatus: g.Record, status: _Note) -> int | None:
+    size = _pid_end(prstatus)
     if status.desc is None or len(status.desc) < size:
         return None
-    # pr_pid is the grammar's last field, a signed 32-bit integer (_pid_end checks):
-    # read with int.from_bytes, a thousand threads cost no construct parse each.
+    # pr_pid is the record's last field, a signed 32-bit integer (_pid_end checks): read
+    # with int.from_bytes, a thousand threads cost no record unpack each.
     return int.from_bytes(status.desc[size - 4 : size], "little", signed=True)
 
 
 @functools.cache
-def _pid_end(grammar: Any) -> int:
-    """Where pr_pid ends in a prstatus prefix grammar (formats.elf.prstatus_prefix)."""
-    last = grammar.subcons[-1]
-    if last.name != "pr_pid" or last.subcon.sizeof() != 4:
-        raise TypeError("prstatus_prefix must end with pr_pid, a 32-bit integer")
-    return int(grammar.sizeof())
+def _pid_end(prstatus: g.Record) -> int:
+    """Where pr_pid ends in a prstatus prefix (formats.elf_grammar.prstatus_prefix)."""
+    if prstatus.names[-1] != "pr_pid" or not prstatus.format.format.endswith("l"):
+        raise TypeError("prstatus_prefix must end with pr_pid, a signed 32-bit integer")
+    return prstatus.size
