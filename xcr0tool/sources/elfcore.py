@@ -18,7 +18,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from xcr0tool.errors import InputError
 from xcr0tool.files.input import Input, open_input
@@ -112,8 +112,10 @@ _NOT_A_CORE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class CoreNote:
+# Immutable records are NamedTuples: defining a dataclass costs every start of the
+# program about half a millisecond, as much as reading the notes of a small core.
+# CoreThread stays a dataclass: its field `index` would hide tuple.index.
+class CoreNote(NamedTuple):
     owner: str
     type: int
     desc_offset: int  # file offset of the descriptor
@@ -237,8 +239,7 @@ class _Input:
             raise self.error(f"cannot parse {what}: {error}") from None
 
 
-@dataclass
-class _Elf:
+class _Elf(NamedTuple):
     """The headers of an x86 core, checked."""
 
     elf_class: int
@@ -248,7 +249,7 @@ class _Elf:
     note_segments: list[tuple[int, dict[str, int]]]  # (index, header) of every PT_NOTE
     shnum: int
     # Zero bytes ending a note segment, by segment index: copied, not read as notes.
-    padding: dict[int, _Range] = field(default_factory=dict)
+    padding: dict[int, _Range]
 
 
 def _read_elf(src: _Input) -> _Elf:
@@ -299,7 +300,7 @@ def _read_elf(src: _Input) -> _Elf:
         )
         if phdr["p_type"] == g.PT_NOTE
     ]
-    return _Elf(elf_class, machine, header, phnum, notes, shnum)
+    return _Elf(elf_class, machine, header, phnum, notes, shnum, {})
 
 
 def _all_phdrs(src: _Input, elf: _Elf) -> list[dict[str, int]]:
@@ -311,8 +312,7 @@ def _all_phdrs(src: _Input, elf: _Elf) -> list[dict[str, int]]:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Range:
+class _Range(NamedTuple):
     """Bytes of the input, copied as they are."""
 
     start: int
