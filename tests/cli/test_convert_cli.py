@@ -127,15 +127,43 @@ def test_compacted_to_standard_names_the_layout_it_chose(zen4_image: Path) -> No
     try:
         size = host_layout().standard_size(0xE7)
     except XcrError:
-        assert one_line_error(result) == (
-            "xcr0tool: a compacted image has no standard offsets and this machine's CPUID"
-            " does not place all its components: pass --layout"
-        )
+        line = one_line_error(result)
+        assert line.startswith(
+            "xcr0tool: <stdin>: a compacted image has no standard offsets, and this machine"
+        ) and line.endswith(": pass --layout"), line
         return
     assert len(ok(result)) == size
     assert stderr_lines(result) == [
         "xcr0tool: warning: standard offsets from this machine's CPUID leaf 0xD (--layout to choose)"
     ]
+
+
+def test_compacted_to_standard_without_a_host_names_the_image(
+    zen4_image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine that cannot be asked (not x86-64 Linux, no CPUID leaf 0xD): the one line
+    names the image as the user typed it, says why, and asks for --layout; nothing is
+    written (issue 8: every bad-input error names its input)."""
+    from xcr0tool.errors import HostUnavailable
+    from xcr0tool.sources import hostinfo
+
+    compacted = tmp_path / "img.xsavec"
+    ok(run("convert", "--to", "compacted", str(zen4_image), "-o", str(compacted)))
+
+    def no_host() -> None:
+        raise HostUnavailable("not x86-64 Linux")
+
+    monkeypatch.setattr(hostinfo, "host_layout", no_host)
+    out = tmp_path / "out.bin"
+    result = run("convert", "--to", "standard", str(compacted), "-o", str(out))
+    assert one_line_error(result) == (
+        f"xcr0tool: {compacted}: a compacted image has no standard offsets, and this machine"
+        " cannot be asked (not x86-64 Linux): pass --layout"
+    )
+    assert not out.exists()
+    # --layout is the way out the line names.
+    ok(run("convert", "--layout", "amd-zen4", str(compacted), "-o", str(out)))
+    assert out.read_bytes() == zen4_image.read_bytes()
 
 
 def test_amd_intel_relayout_round_trip(zen4_image: Path) -> None:

@@ -73,15 +73,7 @@ def _signature(pattern: str) -> Callable[[fk.Verdict], bool]:
 # Each entry: the regression test that pins the class -> whether a failing example is of
 # that class (mostly by its signature, see fuzzkit.signature). Remove an entry with the
 # xfail marker of its test once the fix lands.
-KNOWN_OPEN: dict[str, Callable[[fk.Verdict], bool]] = {
-    "test_compacted_to_standard_names_the_input": _signature(
-        r"unnamed \| convert \| xcrNtool: a compacted image has no standard offsets"
-    ),
-    "test_mask_keep_size_output_decodes_intel_pkru": lambda verdict: (
-        verdict.signature.startswith("output does not decode | mask |")
-        and "--keep-size" in verdict.case.argv
-    ),
-}
+KNOWN_OPEN: dict[str, Callable[[fk.Verdict], bool]] = {}
 
 
 def tolerated(verdict: fk.Verdict) -> str | None:
@@ -598,10 +590,10 @@ def test_thread_of_stdin(image: Path) -> None:
     assert "-: no such file" not in run.stderr, run.stderr
 
 
-@OPEN
 def test_compacted_to_standard_names_the_input(tmp_path: Path, image: Path) -> None:
     """`convert` of a compacted image on a machine whose CPUID does not place all its
-    components: the refusal names the image (found by the fuzz)."""
+    components: the one-line refusal names the image (it named nothing; found by the
+    fuzz)."""
     compacted = tmp_path / "img.xsavec"
     assert fk.run_cli(["convert", "--to", "compacted", str(image), "-o", str(compacted)]).code == 0
     data = bytearray(compacted.read_bytes())
@@ -612,10 +604,12 @@ def test_compacted_to_standard_names_the_input(tmp_path: Path, image: Path) -> N
     fk.put(data, 520, 8, fk.get(data, 520, 8) | 0x18)
     data += bytes(128)
     compacted.write_bytes(bytes(data))
-    run = xcr0tool("convert", "--to", "standard", compacted, "-o", tmp_path / "out.bin")
+    out = tmp_path / "out.bin"
+    run = xcr0tool("convert", "--to", "standard", compacted, "-o", out)
     if run.code != 2 or "compacted image has no standard offsets" not in run.stderr:
         pytest.skip(f"this machine places the components: {run.stderr.strip()}")
-    assert str(compacted) in run.stderr, run.stderr
+    line = refused(run, compacted)
+    assert "pass --layout" in line and not out.exists(), line
 
 
 def test_supervisor_layout_refusal_names_the_layout() -> None:
@@ -634,11 +628,11 @@ def test_mask_keep_size_output_decodes(tmp_path: Path, image: Path) -> None:
     assert run.code == 0, run.stderr
 
 
-@OPEN
 def test_mask_keep_size_output_decodes_intel_pkru(tmp_path: Path, image: Path) -> None:
     """The same with Intel's layout and PKRU: a 2696-byte XCR0 0x2e7 image masked to
-    0xe7 with --keep-size; decode refuses the result today ("no built-in layout has 2696
-    bytes for XCR0 0xe7"; found by the fuzz on a CRIU thread of this machine)."""
+    0xe7 with --keep-size decodes, in Intel's layout (decode refused it: "no built-in
+    layout has 2696 bytes for XCR0 0xe7"; found by the fuzz on a CRIU thread of this
+    machine)."""
     intel = tmp_path / "intel.bin"
     assert xcr0tool("convert", "--layout", "intel", image, "-o", intel).code == 0
     data = bytearray(intel.read_bytes()) + bytes(8)  # PKRU (8 bytes at 2688), in init state
@@ -646,10 +640,21 @@ def test_mask_keep_size_output_decodes_intel_pkru(tmp_path: Path, image: Path) -
     with_pkru = tmp_path / "pkru.bin"
     with_pkru.write_bytes(bytes(data))
     assert xcr0tool("decode", with_pkru).code == 0
-    out = tmp_path / "masked.bin"
+    out, cut = tmp_path / "masked.bin", tmp_path / "cut.bin"
     assert xcr0tool("mask", "--xcr0", "0xe7", "--keep-size", with_pkru, "-o", out).code == 0
-    run = xcr0tool("decode", out)
+    assert xcr0tool("mask", "--xcr0", "0xe7", with_pkru, "-o", cut).code == 0
+    assert out.stat().st_size == 2696 and cut.stat().st_size == 2688
+    run = xcr0tool("decode", "--json", out)
     assert run.code == 0, run.stderr
+    # Read in Intel's layout, the one whose PKRU-sized buffer is 2696 bytes: the same
+    # registers as the image cut to XCR0 0xe7's own size (tests/oracles/test_transforms.py
+    # checks the rule against this CPU's XRSTOR).
+    decoded = json.loads(run.stdout)
+    (thread,) = decoded["threads"]
+    (again,) = json.loads(xcr0tool("decode", "--json", cut).stdout)["threads"]
+    assert thread["registers"] == again["registers"]
+    assert "built-in profile intel" in decoded["layout"]["source"], decoded["layout"]
+    assert xcr0tool("diff", out, cut).code == 0
 
 
 def test_warning_then_error_is_two_lines(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 An explicit layout (a core's NT_X86_XSAVE_LAYOUT note, --layout) wins; an image this
 machine could have saved takes this machine's; otherwise a guess from XCR0 and the image
 size among the built-in profiles, which names itself and refuses when two fit but
-disagree.
+disagree. The size of a standard image is its buffer's, which may have been made for a
+larger XCR0 (profiles.guess_layout with buffer=True): every command reads an image
+through here, so decode, diff, validate, convert and mask agree on its layout.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def _guess_standard(xcr0: int, sizes: list[int], origin: str) -> Layout:
     first: LayoutError | None = None
     for size in sizes:
         try:
-            return guess_layout(xcr0, size, origin)
+            return guess_layout(xcr0, size, origin, buffer=True)
         except LayoutError as exc:
             first = first or exc
     assert first is not None  # sizes is never empty

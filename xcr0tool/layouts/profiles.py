@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from xcr0tool.arch.components import describe_mask
+from xcr0tool.arch.components import bits, describe_mask
+from xcr0tool.arch.xcr0 import least_xcr0
 from xcr0tool.errors import LayoutError
 from xcr0tool.formats.cpuid_dump import parse_cpuid_dump
 from xcr0tool.model.layout import Layout, layout_from_cpuid
@@ -163,18 +164,48 @@ def _all_place_alike(layouts: Sequence[Layout], xcr0: int) -> bool:
     return all(other.standard_offsets(xcr0) == offsets for other in layouts[1:])
 
 
+def buffer_xcr0(layout: Layout, xcr0: int, size: int) -> int | None:
+    """The XCR0 larger than `xcr0` whose standard size in `layout` is `size` (the union
+    of every such value), None when there is none: what a buffer of `size` bytes was
+    sized for when an image of `xcr0` fills it. XSAVE with a smaller RFBM and XRSTOR
+    place each component at its standard offset whatever the buffer's length (SDM vol. 1
+    §13.4.3; tests/oracles/test_transforms.py), and the kernel's PTRACE_SETREGSET takes
+    exactly its own user size (xstateregs_set) and reads each component at its own
+    standard offset, never the word at byte 464 (copy_uabi_to_xstate): the image's
+    components sit where that layout puts them."""
+    grown = xcr0
+    for i in bits(layout.user_mask() & ~xcr0):
+        wider = least_xcr0(xcr0 | 1 << i)  # with the components XCR0 needs beside it
+        try:
+            if layout.standard_size(wider) == size:
+                grown |= wider  # a union of XCR0 values keeps every rule of arch/xcr0.py
+        except LayoutError:  # the layout lacks a component the rule table adds
+            continue
+    return grown if grown != xcr0 else None
+
+
 def guess_layout(
-    xcr0: int, size: int, what: str, candidates: Sequence[Layout] | None = None
+    xcr0: int,
+    size: int,
+    what: str,
+    candidates: Sequence[Layout] | None = None,
+    *,
+    buffer: bool = False,
 ) -> Layout:
     """Like gdb's guess for cores without a layout note: the profiles whose standard size
     for this XCR0 is exactly this size. Refuses when none fits, and when two fit but
     disagree on an offset.
 
-    An image longer than its XCR0 needs (`mask --keep-size`, a buffer with room to
-    spare, which ptrace also takes: it reads the first user-size bytes) is read when
-    every built-in layout places that XCR0's components alike (x87, SSE and AVX are
-    at the same offsets everywhere): the layout then does not matter, and the rest of
-    the image is not read."""
+    `buffer`: `size` is an image's, which may be the buffer of a larger XCR0 (a kernel's
+    user size, `mask --keep-size`, an XSAVE with a smaller RFBM): when no profile has
+    exactly `size` bytes for XCR0, those in which `size` is the standard size of a larger
+    XCR0 fit (buffer_xcr0): a 2696-byte image of XCR0 0xe7 is Intel's PKRU-sized buffer,
+    not AMD's (2440). A machine's size (CRIU's xsave_size) is exact: no `buffer`.
+
+    Then an image longer than its XCR0 needs, in no profile's buffer size, is read when
+    every built-in layout places that XCR0's components alike (x87, SSE and AVX are at
+    the same offsets everywhere): the layout then does not matter, and the rest of the
+    image is not read."""
     fits: list[Layout] = []
     roomy: list[Layout] = []
     known = 0  # layouts that place every component of XCR0
@@ -188,6 +219,13 @@ def guess_layout(
             fits.append(layout)
         elif needed < size:
             roomy.append(layout)
+    grown: dict[int, int] = {}  # id(layout) -> the XCR0 whose buffer the image is
+    if not fits and buffer:
+        for layout in roomy:
+            wider = buffer_xcr0(layout, xcr0, size)
+            if wider is not None:
+                fits.append(layout)
+                grown[id(layout)] = wider
     if not fits and roomy and len(roomy) == known and _all_place_alike(roomy, xcr0):
         chosen = roomy[0]
         needed = chosen.standard_size(xcr0)
@@ -212,4 +250,13 @@ def guess_layout(
                 f" components differently: {chosen.name} and {other.name}; pass --layout",
             )
     also = f"; {', '.join(str(f.name) for f in fits[1:])} agree" if fits[1:] else ""
-    return chosen.with_source(f"guess from XCR0 {xcr0:#x} and {size} bytes: {chosen.source}{also}")
+    wider = grown.get(id(chosen))
+    sized = (
+        f", the standard size of XCR0 {wider:#x} there (a buffer for more components:"
+        f" the last {size - chosen.standard_size(xcr0)} bytes are not read)"
+        if wider is not None
+        else ""
+    )
+    return chosen.with_source(
+        f"guess from XCR0 {xcr0:#x} and {size} bytes{sized}: {chosen.source}{also}"
+    )

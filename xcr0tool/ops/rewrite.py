@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from xcr0tool.errors import HostUnavailable, LayoutError, UsageError
+from xcr0tool.errors import HostUnavailable, InputError, UsageError
 from xcr0tool.model.image import COMPACTED, XsaveImage
 from xcr0tool.model.layout import Layout
 
@@ -129,20 +129,30 @@ def _standard_layout_for_compacted(
     images: Sequence[XsaveImage], warnings: list[str]
 ) -> Layout | None:
     """A compacted image says nothing of standard offsets (its layout gives sizes only):
-    without --layout, write this machine's, and say so; never a vendor's by guess."""
+    without --layout, write this machine's, and say so; never a vendor's by guess. The
+    refusal names the image that needs offsets (its origin begins with the source as the
+    user named it) and the components this machine does not place."""
+    from xcr0tool.arch.components import describe_mask
     from xcr0tool.sources.open import host_layout
 
-    if not any(image.format == COMPACTED for image in images):
+    compacted = [image for image in images if image.format == COMPACTED]
+    if not compacted:
         return None
+    need = "a compacted image has no standard offsets"
     try:
         layout = host_layout()
-        for image in images:
-            layout.standard_offsets(image.xcr0)
-    except (HostUnavailable, LayoutError):
-        raise UsageError(
-            "a compacted image has no standard offsets and this machine's CPUID does not"
-            " place all its components: pass --layout"
+    except HostUnavailable as exc:
+        raise InputError(
+            compacted[0].origin, f"{need}, and this machine cannot be asked ({exc}): pass --layout"
         ) from None
+    for image in compacted:
+        missing = image.xcr0 & ~layout.user_mask()
+        if missing:
+            raise InputError(
+                image.origin,
+                f"{need}, and this machine's CPUID does not place {describe_mask(missing)}"
+                f" (XCR0 {image.xcr0:#x}): pass --layout",
+            )
     warnings.append(f"standard offsets from {layout.source} (--layout to choose)")
     return layout
 

@@ -204,6 +204,44 @@ def test_guess_names_itself_and_refuses_ambiguity() -> None:
         guess_layout(0xE7, 2432, "img", [profile_layout("amd-zen4"), twisted])
 
 
+def test_guess_reads_an_image_in_the_buffer_of_a_larger_xcr0() -> None:
+    """An image's size may be the standard size of a larger XCR0 (the kernel's user size,
+    `mask --keep-size`): 2696 bytes of XCR0 0xe7 is Intel's buffer with room for PKRU
+    (AMD's is 2440), so Intel's offsets, and the source says which XCR0's buffer it is.
+    A machine's size (buffer=False, CRIU's xsave_size) stays exact."""
+    intel = guess_layout(0xE7, 2696, "img", buffer=True)
+    assert intel.name == "intel"
+    assert intel.source.startswith(
+        "guess from XCR0 0xe7 and 2696 bytes, the standard size of XCR0 0x2e7 there (a buffer"
+        " for more components: the last 8 bytes are not read): built-in profile intel"
+    ), intel.source
+    amd = guess_layout(0xE7, 2440, "img", buffer=True)
+    assert amd.name == "amd-zen4" and "XCR0 0x2e7" in amd.source and "amd-zen5 agree" in amd.source
+    # AMX: Sapphire Rapids' 11008 bytes (XCR0 0x602e7), masked to AVX-512.
+    assert guess_layout(0xE7, 11008, "img", buffer=True).name == "intel"
+    with pytest.raises(LayoutError, match=r"img: no built-in layout has 2696 bytes for XCR0 0xe7"):
+        guess_layout(0xE7, 2696, "img")
+    with pytest.raises(LayoutError, match=r"img: no built-in layout has 2500 bytes for XCR0 0xe7"):
+        guess_layout(0xE7, 2500, "img", buffer=True)
+    # An exact fit wins over a buffer: 2688 bytes of XCR0 0xe7 is Intel's own size.
+    assert "standard size of XCR0" not in guess_layout(0xE7, 2688, "img", buffer=True).source
+    # Two buffers of the same size that place the image's components differently.
+    twisted = layout_from_json(
+        {
+            "components": [
+                {"id": 2, "size": 256, "offset": 576},
+                {"id": 5, "size": 64, "offset": 2368},
+                {"id": 6, "size": 512, "offset": 832},
+                {"id": 7, "size": 1024, "offset": 1344},
+                {"id": 9, "size": 8, "offset": 2432},
+            ]
+        },
+        "twisted",
+    )
+    with pytest.raises(LayoutError, match=r"img: two layouts fit XCR0 0xe7 and 2440 bytes"):
+        guess_layout(0xE7, 2440, "img", [profile_layout("amd-zen4"), twisted], buffer=True)
+
+
 def test_supervisor_has_no_standard_offset() -> None:
     intel = profile_layout("intel")
     with pytest.raises(LayoutError, match=r"component 11 \(cet_u\) is a supervisor component"):
