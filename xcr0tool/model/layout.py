@@ -245,6 +245,9 @@ def entry_flaw(entry: ComponentLayout) -> str | None:
     if known.fixed_size and known.size and entry.size != known.size:
         return f"{label}: size {entry.size}, but the architecture fixes it at {known.size} bytes"
     offset = entry.standard_offset
+    if offset is None and not entry.supervisor:
+        # CPUID.(0xD,i).EBX is 0 for supervisor components only (SDM vol. 1 §13.2).
+        return f"{label}: no standard offset, which only a supervisor component lacks"
     if offset is not None and not EXTENDED_START <= offset <= MAX_AREA_SIZE - entry.size:
         return (
             f"{label}: offset {offset} is outside the extended area"

@@ -258,6 +258,13 @@ def test_supervisor_has_no_standard_offset() -> None:
             "component 0: component 70 is not an extended state component (2-62)",
         ),
         ('{"components": [], "xcr0_capable": "lots"}', "xcr0_capable 'lots' is not a 64-bit mask"),
+        # Found by fuzzing: a user component with no offset was refused later, by whatever
+        # asked for its offset, in words that named no file.
+        (
+            '{"components": [{"id": 2, "size": 256, "offset": null}]}',
+            "component 0: component 2 (ymm): no standard offset, which only a supervisor"
+            " component lacks",
+        ),
     ],
 )
 def test_bad_layout_files(tmp_path: Path, content: str, problem: str) -> None:
