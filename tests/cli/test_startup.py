@@ -1,0 +1,79 @@
+"""What one start of the program loads. Commands are looked up lazily (click's "Lazily
+loading subcommands"): a run imports the module of the command it runs and no other, so
+that `decode` pays for no other command's options; `--help`, which shows every command's
+short help, imports them all.
+
+Measured in an interpreter without site hooks (bare_python), where nothing else has
+loaded a module before the program does.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import click
+import pytest
+from bare_python import run_bare
+from clirunner import ok, run
+from paths import FIXTURES
+
+from xcr0tool.cli.main import COMMANDS, cli
+
+CORE = FIXTURES / "linux-amd-avx512bw-1t.core"
+
+
+def commands_loaded(*args: str) -> list[str]:
+    """The command modules one run of `xcr0tool ARGS` imports, its output discarded."""
+    code = (
+        "import os, sys\n"
+        "from xcr0tool.cli.main import main\n"
+        "sys.stdout = open(os.devnull, 'w')\n"
+        "try:\n"
+        f"    main({list(args)!r})\n"
+        "except SystemExit as end:\n"
+        "    assert not end.code, end.code\n"
+        "sys.stdout = sys.__stdout__\n"
+        "prefix = 'xcr0tool.cli.commands.'\n"
+        "print(sorted(m.removeprefix(prefix) for m in sys.modules if m.startswith(prefix)))\n"
+    )
+    loaded: list[str] = ast.literal_eval(run_bare(code))
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def raw_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    image = tmp_path_factory.mktemp("raw") / "thread.xsave"
+    ok(run("extract", str(CORE), "-o", str(image)))
+    return image
+
+
+def test_decode_of_a_raw_image_loads_only_decode(raw_image: Path) -> None:
+    assert commands_loaded("decode", str(raw_image)) == ["decode"]
+
+
+def test_decode_json_of_a_core_loads_only_decode() -> None:
+    assert commands_loaded("decode", "--json", str(CORE)) == ["decode"]
+
+
+def test_layout_loads_only_layout() -> None:
+    assert commands_loaded("layout", "--json") == ["layout"]
+
+
+def test_help_loads_every_command() -> None:
+    """The probe sees command modules: --help needs each one's short help."""
+    assert commands_loaded("--help") == sorted(COMMANDS)
+
+
+def test_every_command_is_found_by_its_own_name() -> None:
+    ctx = click.Context(cli)
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.name == name
+    assert cli.get_command(ctx, "no-such-command") is None
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run("no-such-command")
+    assert result.returncode == 2
+    assert b"No such command 'no-such-command'" in result.stderr
