@@ -23,10 +23,12 @@ from xcr0tool.cli.main import COMMANDS, cli
 CORE = FIXTURES / "linux-amd-avx512bw-1t.core"
 
 
-def commands_loaded(*args: str) -> list[str]:
-    """The command modules one run of `xcr0tool ARGS` imports, its output discarded."""
+def modules_loaded(*args: str) -> set[str]:
+    """The modules loaded after one run of `xcr0tool ARGS`, its output discarded (a pipe's
+    view, without colour)."""
     code = (
         "import os, sys\n"
+        "os.environ.pop('FORCE_COLOR', None)\n"
         "from xcr0tool.cli.main import main\n"
         "sys.stdout = open(os.devnull, 'w')\n"
         "try:\n"
@@ -34,11 +36,16 @@ def commands_loaded(*args: str) -> list[str]:
         "except SystemExit as end:\n"
         "    assert not end.code, end.code\n"
         "sys.stdout = sys.__stdout__\n"
-        "prefix = 'xcr0tool.cli.commands.'\n"
-        "print(sorted(m.removeprefix(prefix) for m in sys.modules if m.startswith(prefix)))\n"
+        "print(sorted(sys.modules))\n"
     )
     loaded: list[str] = ast.literal_eval(run_bare(code))
-    return loaded
+    return set(loaded)
+
+
+def commands_loaded(*args: str) -> list[str]:
+    """The command modules one run of `xcr0tool ARGS` imports."""
+    prefix = "xcr0tool.cli.commands."
+    return sorted(m.removeprefix(prefix) for m in modules_loaded(*args) if m.startswith(prefix))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +70,19 @@ def test_layout_loads_only_layout() -> None:
 def test_help_loads_every_command() -> None:
     """The probe sees command modules: --help needs each one's short help."""
     assert commands_loaded("--help") == sorted(COMMANDS)
+
+
+def test_decode_in_a_pipe_loads_no_json_nor_terminal_modules() -> None:
+    """Plain text for a pipe asks no terminal size (shutil, which loads bz2 and lzma)."""
+    loaded = modules_loaded("decode", str(CORE))
+    assert not loaded & {"json", "shutil", "rich"}
+    assert "xcr0tool.render.image" in loaded  # the probe sees what the decode loaded
+
+
+def test_decode_json_loads_json_and_no_terminal_modules() -> None:
+    loaded = modules_loaded("decode", "--json", str(CORE))
+    assert "json" in loaded
+    assert not loaded & {"shutil", "rich", "xcr0tool.render.styled"}
 
 
 def test_every_command_is_found_by_its_own_name() -> None:
