@@ -97,3 +97,26 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = run("no-such-command")
     assert result.returncode == 2
     assert b"No such command 'no-such-command'" in result.stderr
+
+
+def test_the_program_spares_shutdown_its_collections() -> None:
+    """main() as the program (no argv) freezes the collector before the process ends."""
+    code = (
+        "import atexit, gc, os, sys\n"
+        "atexit.register(lambda: print(gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['xcr0tool', 'layout']\n"
+        "sys.stdout = open(os.devnull, 'w')\n"
+        "from xcr0tool.cli.main import main\n"
+        "main()\n"
+        "sys.stdout = sys.__stdout__\n"
+    )
+    assert run_bare(code).strip() == "True"
+
+
+def test_main_with_arguments_leaves_the_collector_alone() -> None:
+    """A caller that goes on running (these tests) keeps its garbage collected."""
+    import gc
+
+    before = gc.get_freeze_count()
+    ok(run("layout"))
+    assert gc.get_freeze_count() == before
