@@ -99,24 +99,38 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert b"No such command 'no-such-command'" in result.stderr
 
 
-def test_the_program_spares_shutdown_its_collections() -> None:
-    """main() as the program (no argv) freezes the collector before the process ends."""
+def test_the_program_puts_what_it_loaded_out_of_the_collectors_sight() -> None:
+    """The program (xcr0tool/__main__.py) freezes what it loaded, at start and at the end,
+    and leaves the collector enabled while the command runs."""
     code = (
         "import atexit, gc, os, sys\n"
-        "atexit.register(lambda: print(gc.get_freeze_count() > 0))\n"
         "sys.argv = ['xcr0tool', 'layout']\n"
         "sys.stdout = open(os.devnull, 'w')\n"
-        "from xcr0tool.cli.main import main\n"
-        "main()\n"
-        "sys.stdout = sys.__stdout__\n"
+        "import xcr0tool.cli.main as app\n"
+        "seen = []\n"
+        "real = app._run\n"
+        "def spy(args):\n"
+        "    seen.append((gc.isenabled(), gc.get_freeze_count()))\n"
+        "    return real(args)\n"
+        "app._run = spy\n"
+        "atexit.register(lambda: print(*seen[0], gc.get_freeze_count(), file=sys.__stdout__))\n"
+        "from xcr0tool.__main__ import run\n"
+        "run()\n"
     )
-    assert run_bare(code).strip() == "True"
+    enabled, frozen_at_start, frozen_at_exit = run_bare(code).split()
+    assert enabled == "True"
+    assert 0 < int(frozen_at_start) < int(frozen_at_exit)
 
 
-def test_main_with_arguments_leaves_the_collector_alone() -> None:
+def test_main_with_arguments_leaves_the_collector_alone(capsys: pytest.CaptureFixture[str]) -> None:
     """A caller that goes on running (these tests) keeps its garbage collected."""
     import gc
 
+    from xcr0tool.__main__ import run as program
+
     before = gc.get_freeze_count()
     ok(run("layout"))
+    program(["layout", "--json"])
+    assert '"components"' in capsys.readouterr().out
     assert gc.get_freeze_count() == before
+    assert gc.isenabled()

@@ -146,29 +146,13 @@ def _run(args: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: run the click app; exit statuses as `cli`'s help says. Without argv
-    it is the program itself: it reads sys.argv, and the process ends after it."""
+    """Entry point: run the click app; exit statuses as `cli`'s help says. The program
+    itself starts in xcr0tool/__main__.py."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = _run(args)
         sys.stdout.flush()  # here, not at interpreter exit, so that EPIPE is seen
     except (ReaderGone, BrokenPipeError):
         _reader_gone()
-    finally:
-        if argv is None:
-            _before_exit()
     if code:
         sys.exit(code)
-
-
-def _before_exit() -> None:
-    """Spare interpreter shutdown its garbage collections over every object of every
-    module loaded (click's, ours): a tenth of a small decode's time. gc.freeze puts them
-    out of the collector's sight; shutdown still clears the modules, releasing and
-    finalizing what is not in a reference cycle, and flushes stdout and stderr. Nothing
-    of ours is left to a cycle's finalizer: outputs and inputs are closed by their
-    `with` blocks before the command returns. Not for a caller that goes on running
-    (tests call main(ARGS) in their own process), hence only without argv."""
-    import gc
-
-    gc.freeze()
