@@ -83,6 +83,8 @@ def test_decode_json_loads_json_and_no_terminal_modules() -> None:
     loaded = modules_loaded("decode", "--json", str(CORE))
     assert "json" in loaded
     assert not loaded & {"shutil", "rich", "xcr0tool.render.styled"}
+    # --layout's files and --lanes's text neither
+    assert not loaded & {"xcr0tool.layouts.files", "xcr0tool.render.lanes"}
 
 
 def test_every_command_is_found_by_its_own_name() -> None:
