@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from clirunner import one_line_error, run
 from paths import REPO
 
 from xcr0tool.cli.main import cli
 
-COMMANDS = sorted(cli.commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(cli.list_commands(click.Context(cli)))
 
 
 @pytest.mark.parametrize("command", COMMANDS)

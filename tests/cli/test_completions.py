@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import click
 import pytest
 from paths import REPO
 
@@ -36,7 +37,7 @@ from xcr0tool.layouts.profiles import PROFILES
 from xcr0tool.model.layout import layout_from_cpuid
 from xcr0tool.model.registers import register_names, registers
 
-COMMANDS = set(cli.commands)  # type: ignore[attr-defined]
+COMMANDS = set(cli.list_commands(click.Context(cli)))
 SHELLS = ("bash", "zsh", "fish")
 TIMEOUT = 30.0  # seconds for one completion: the program runs once per TAB
 FILES = ("core.1", "core.2", "amber.json", "dumps/", ".hidden")

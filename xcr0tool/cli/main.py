@@ -8,25 +8,28 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from typing import Any, NoReturn
 
 import click
 
 from xcr0tool.errors import XcrError
 
-# The commands, in the order `--help` lists them: (module under cli/commands, function).
-# A new command is one module and one line here.
-COMMANDS = (
-    ("decode", "decode"),
-    ("extract", "extract"),
-    ("layout", "layout_command"),
-    ("convert", "convert"),
-    ("mask", "mask"),
-    ("diff", "diff"),
-    ("validate", "validate"),
-    ("host", "host"),
-    ("compat", "compat"),
-)
+# The commands, in the order `--help` lists them: name (its module under cli/commands) →
+# the function. A new command is one module and one line here. A command's module is
+# imported only when the command is looked up (App.get_command): `decode` loads no other
+# command's module.
+COMMANDS = {
+    "decode": "decode",
+    "extract": "extract",
+    "layout": "layout_command",
+    "convert": "convert",
+    "mask": "mask",
+    "diff": "diff",
+    "validate": "validate",
+    "host": "host",
+    "compat": "compat",
+}
 
 
 class ReaderGone(Exception):
@@ -35,10 +38,18 @@ class ReaderGone(Exception):
 
 
 class App(click.Group):
-    """The group that turns our errors into one line and exit 2, wherever it runs."""
+    """The group that turns our errors into one line and exit 2, wherever it runs, and
+    loads its commands lazily, as click's docs show ("Lazily loading subcommands")."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # the order of COMMANDS, not the alphabet
+        return list(COMMANDS)  # the order of COMMANDS, not the alphabet
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module = import_module(f"xcr0tool.cli.commands.{cmd_name}")
+        command: click.Command = getattr(module, COMMANDS[cmd_name])
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -108,17 +119,6 @@ def cli(traceback: bool) -> None:
     """
 
 
-def _register_commands() -> None:
-    # Each command module imports only click; heavy modules load inside the commands.
-    from importlib import import_module
-
-    for module, function in COMMANDS:
-        cli.add_command(getattr(import_module(f"xcr0tool.cli.commands.{module}"), function))
-
-
-_register_commands()
-
-
 def _reader_gone() -> NoReturn:
     """End as a writer whose reader left ends: killed by SIGPIPE (141 in a shell),
     quietly. Context managers have run by now: spooled inputs and temporaries are gone."""
@@ -146,7 +146,8 @@ def _run(args: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: run the click app; exit statuses as `cli`'s help says."""
+    """Entry point: run the click app; exit statuses as `cli`'s help says. The program
+    itself starts in xcr0tool/__main__.py."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = _run(args)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import io
 import os
@@ -315,6 +314,8 @@ def _grow_pipe(stream: object) -> None:
     """A pipe read to its end moves 1 MiB per read(2), not 64 KiB (fcntl(2)
     F_SETPIPE_SZ; the default /proc/sys/fs/pipe-max-size allows it). Only for a whole
     read: before, the writer should be able to run no further ahead than it must."""
+    import fcntl  # here, not with the module: only a piped input is read whole
+
     setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
     try:
         fd = stream.fileno()  # type: ignore[attr-defined]

@@ -7,13 +7,15 @@ recursion limit (RecursionError). Each becomes an InputError naming the file.
 
 from __future__ import annotations
 
-import json
-
 from xcr0tool.errors import InputError
 
 
 def loads(text: str, source: str) -> object:
     """The JSON value of `text`, or InputError(source, ...) in one line."""
+    # json is imported here, not with the module: the sources that may be JSON text (a
+    # layout file) are on every decode's import path, and few decodes read one.
+    import json
+
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

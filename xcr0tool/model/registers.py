@@ -11,7 +11,6 @@ Registers gdb does not know get plain names of their own (tmm0-7, r16-r31, u_cet
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from functools import cache
@@ -389,6 +388,8 @@ def select(regs: Sequence[Register], patterns: Sequence[str]) -> list[Register]:
     """The registers whose names match any of the globs (--reg 'zmm*'); all without any."""
     if not patterns:
         return list(regs)
+    import fnmatch  # only for --reg: most runs match no glob
+
     return [r for r in regs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
 
 

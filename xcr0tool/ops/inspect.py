@@ -6,7 +6,6 @@ it concerns; it is said once, wherever the result is shown.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -59,6 +58,10 @@ def decode(
 
 def unmatched_patterns(patterns: Sequence[str], sources: Sequence[SourceResult]) -> list[str]:
     """A warning for each --reg glob that no register of any image matches."""
+    if not patterns:
+        return []
+    import fnmatch  # only for --reg: most runs match no glob
+
     waiting = list(dict.fromkeys(patterns))
     for source in sources:
         for image in source.images:

@@ -24,11 +24,12 @@ from xcr0tool.model.registers import (
 )
 from xcr0tool.model.sigframe import SignalFrameInfo
 from xcr0tool.ops.inspect import Decoded, LayoutQuery, ThreadSummary, is_vector, summarise
-from xcr0tool.render.lanes import braced
 from xcr0tool.render.output import View
 from xcr0tool.sources.open import SourceResult, parse_source
 
-if TYPE_CHECKING:  # the terminal view's, loaded when it is shown
+# What only some views need is imported where they are made: the terminal view's, the
+# value descriptions of text, the lanes of --lanes.
+if TYPE_CHECKING:
     from xcr0tool.render.styled import Page, Screen
 
 # Above this many images a terminal shows one line per thread (--all: everything).
@@ -69,6 +70,8 @@ def image_json(
         names, values = register_values(image)
         shown = dict(zip(names, map(hex, values), strict=True))
     if lanes is not None:
+        from xcr0tool.render.lanes import braced
+
         extra["register_lanes"] = {
             r.name: braced(r.value, r.size, lanes)[1:-1].split(", ")
             for r in regs
@@ -152,7 +155,8 @@ class RegisterRow(NamedTuple):
 def register_rows(
     regs: Sequence[Register], patterns: Sequence[str], lanes: str | None = None
 ) -> list[RegisterRow]:
-    # The descriptions (x87 values, MXCSR flags, TILECFG) only for text: not at start.
+    # Text alone shows the descriptions (x87 values, MXCSR flags, TILECFG) and lanes.
+    from xcr0tool.render.lanes import braced
     from xcr0tool.render.values import describe
 
     return [

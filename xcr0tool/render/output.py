@@ -14,14 +14,14 @@ $XCR0TOOL_PAGER, else $PAGER, else `less`, with LESS=FRX and LV=-c unless alread
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-# The terminal view, the pager and the terminal's size are loaded only where text is
-# shown: `--json` of a small image is mostly interpreter start (bench/bench_decode.py).
+# Each form's modules are loaded only where it is shown (json for JSON; the terminal
+# view, the pager and the terminal's size on a terminal): a small decode is mostly
+# interpreter start (bench/bench_decode.py).
 if TYPE_CHECKING:
     from xcr0tool.render.styled import Screen
 
@@ -120,27 +120,39 @@ def emit(
         _write_json(json_document(view), out)
         return view.status
     if view.text is not None or view.terminal is not None:
-        import shutil
-
-        from xcr0tool.render.styled import Screen
-
         terminal = _isatty(out)
         colour = wants_colour(options.color, terminal, env)
-        size = shutil.get_terminal_size()
-        if (terminal or colour) and view.terminal is not None:
-            text = view.terminal(Screen(size.columns, colour))
-        else:
-            text = view.text() if view.text is not None else ""
-        pager = pager_command(env) if terminal and options.pager else None
-        if pager is not None and longer_than(text, size.lines - 1, size.columns):
-            _page(text, pager, env)
-        else:
-            out.write(text)
+        if terminal or colour:
+            _show_on_screen(view, out, env, terminal=terminal, colour=colour, pager=options.pager)
+        else:  # plain text for a pipe: no screen size to ask, no pager
+            out.write(view.text() if view.text is not None else "")
             out.flush()
     for warning in view.warnings:
         err.write(f"xcr0tool: warning: {warning}\n")
     err.flush()
     return view.status
+
+
+def _show_on_screen(
+    view: View, out: TextIO, env: Mapping[str, str], *, terminal: bool, colour: bool, pager: bool
+) -> None:
+    """The terminal view (or the text) on a terminal, paged when longer than the screen,
+    or coloured into a pipe."""
+    import shutil
+
+    from xcr0tool.render.styled import Screen
+
+    size = shutil.get_terminal_size()
+    if view.terminal is not None:
+        text = view.terminal(Screen(size.columns, colour))
+    else:
+        text = view.text() if view.text is not None else ""
+    command = pager_command(env) if terminal and pager else None
+    if command is not None and longer_than(text, size.lines - 1, size.columns):
+        _page(text, command, env)
+    else:
+        out.write(text)
+        out.flush()
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -151,6 +163,8 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _write_json(data: object, out: TextIO) -> None:
+    import json
+
     # Indented for a person at a terminal; compact in a pipe, where json's C encoder
     # runs (indent forces the pure-Python one, several times slower on big cores).
     out.write(json.dumps(data, indent=2 if _isatty(out) else None))

@@ -12,8 +12,7 @@ Nothing here interprets the text it is given: a file name such as 'd[/bold]/img.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,8 +39,7 @@ def sgr(style: str) -> str:
     return f"\x1b[{';'.join(codes)}m" if codes else ""
 
 
-@dataclass(frozen=True)
-class Screen:
+class Screen(NamedTuple):  # not a dataclass: cheap to define at every start
     """Where a terminal view is drawn: its width in columns and whether it takes colour."""
 
     width: int = 80

@@ -31,7 +31,6 @@ from xcr0tool.arch.xcr0 import check_xcr0
 from xcr0tool.errors import HostUnavailable, InputError, LayoutError, UsageError
 from xcr0tool.files.input import STDIN, FileInput, Input, open_input
 from xcr0tool.layouts.choose import build_image
-from xcr0tool.layouts.files import resolve_layout_option
 from xcr0tool.model.image import HostFallback, XsaveImage
 from xcr0tool.model.layout import Layout, layout_from_note
 
@@ -250,7 +249,13 @@ def opened_source(
     core can be rewritten from it (a stream cannot be opened twice)."""
     if xcr0 is not None:
         check_xcr0(xcr0)  # refused before any input is read, alike in every command
-    explicit = resolve_layout_option(layout_option)
+    explicit = None
+    if layout_option is not None:
+        # Layout files (and json) are loaded only for --layout; without it a source's
+        # layout is its own, or a guess.
+        from xcr0tool.layouts.files import resolve_layout_option
+
+        explicit = resolve_layout_option(layout_option)
     with opened_input(name) as found:
         if isinstance(found, RawInput):
             result = _raw(found.data, found.origin, explicit, xcr0, host_fallback)
