@@ -406,8 +406,12 @@ def reader_held_by_vfork(
     process: attached, and kept waiting for that thread to stop."""
     child = spawn(threads, "sse", "vfork", "2")
     child.read_until(lambda: "vfork-blocked" in child.lines)
+    # Ctrl-C reaches a terminal's foreground job, whose SIGINT is at its default. The
+    # suite may run with SIGINT ignored (a shell's background job: `.ci/run &`), and an
+    # ignored signal is inherited across exec: Python would then leave it ignored.
+    foreground = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
     reader = subprocess.Popen(
-        [sys.executable, "-c", script, str(child.pid)],
+        [sys.executable, "-c", foreground + script, str(child.pid)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
