@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ from coremaker import (
     NT_PRSTATUS,
     NT_X86_XSAVE_LAYOUT,
     NT_X86_XSTATE,
+    Unavailable,
     component_registers,
     live_regs,
     read_notes,
@@ -330,6 +333,45 @@ def test_shipped_fixture_matches_recorded_gdb(recorded: Path) -> None:
     assert not missing, "decode leaves out registers the program set: " + ", ".join(missing[:40])
     bad = register_diff(program, ours)
     assert not bad, f"{len(bad)} registers differ from the program's:\n" + "\n".join(bad[:40])
+
+
+LEGACY_REGISTER = re.compile(
+    r"st[0-7]|xmm([0-9]|1[0-5])|mxcsr|f(ctrl|stat|tag|iseg|ioff|oseg|ooff|op)"
+)
+
+
+def _sections_without_notes(core: Path) -> list[tuple[str, ...]]:
+    """(name, type, address, size) of every section but the notes', as readelf shows them."""
+    shown = subprocess.run(
+        ["readelf", "-SW", str(core)], capture_output=True, text=True, check=True
+    )
+    rows = re.findall(r"^\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+(\S+)\s+\S+\s+(\S+)", shown.stdout, re.M)
+    return [row for row in rows if row[1] != "NOTE"]
+
+
+@pytest.mark.parametrize("recorded", RECORDED, ids=lambda p: p.name.removesuffix(".gdb.json"))
+def test_masked_fixture_reads_in_gdb_as_before(recorded: Path, tmp_path: Path) -> None:
+    """A rewritten core keeps what gdb reads: masked to x87|SSE, gdb shows the x87 and SSE
+    registers it showed before, and sections of no file bytes (gcore's NOBITS, whatever
+    offset they carry, a note segment's among them) stay as they were."""
+    data = json.loads(recorded.read_text())
+    core, masked = FIXTURES / data["fixture"], tmp_path / "masked.core"
+    proc = run("mask", "--xcr0", "0x3", str(core), "-o", str(masked))
+    assert proc.returncode == 0, proc.stderr.decode()
+    if shutil.which("readelf"):
+        assert _sections_without_notes(masked) == _sections_without_notes(core)
+    try:
+        after = gdb_view(core=masked).registers
+    except Unavailable as why:
+        pytest.skip(str(why))
+    before = {
+        int(tid): {n: int(v, 16) for n, v in regs.items() if LEGACY_REGISTER.fullmatch(n)}
+        for tid, regs in data["gdb"]["registers"].items()
+    }
+    assert {
+        tid: {n: v for n, v in regs.items() if LEGACY_REGISTER.fullmatch(n)}
+        for tid, regs in after.items()
+    } == before
 
 
 @pytest.mark.parametrize("recorded", RECORDED, ids=lambda p: p.name.removesuffix(".gdb.json"))

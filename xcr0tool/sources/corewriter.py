@@ -273,8 +273,8 @@ def _place(
         shdr["sh_offset"] = region.new_start
     for shdr, host in riders:
         shdr["sh_offset"] += host.new_start - host.start
-        if host.kind == "notes":
-            shdr["sh_size"] = host.new_size
+        if host.kind == "notes" and shdr["sh_type"] != g.SHT_NOBITS and shdr["sh_size"]:
+            shdr["sh_size"] = host.new_size  # the whole segment (_sections)
         elif host.kind == "dropped":
             shdr["sh_type"] = g.SHT_NOBITS
 
@@ -330,7 +330,9 @@ def _sections(
             src.need(f"section {index}", start + size)
             align = _alignment(shdr["sh_addralign"])
             loose.append((shdr, _Region("copy", start, size, align, size)))
-        elif host.kind == "notes" and (start, size) != (host.start, host.size):
+        elif host.kind == "notes" and size and (start, size) != (host.start, host.size):
+            # A section of no file bytes covers nothing: gcore's NOBITS sections (memory
+            # it did not dump) may carry any offset, a note segment's among them.
             raise src.error(f"cannot rewrite: section {index} covers part of a note segment")
         else:
             riders.append((shdr, host))
