@@ -331,8 +331,9 @@ def _sections(
             align = _alignment(shdr["sh_addralign"])
             loose.append((shdr, _Region("copy", start, size, align, size)))
         elif host.kind == "notes" and size and (start, size) != (host.start, host.size):
-            # A section of no file bytes covers nothing: gcore's NOBITS sections (memory
-            # it did not dump) may carry any offset, a note segment's among them.
+            # A section of no file bytes covers nothing: a NOBITS section's offset is only
+            # where it would be (gABI), and may be a note segment's (memory a tool left
+            # out of a gcore, as tests/make_fixtures.py does).
             raise src.error(f"cannot rewrite: section {index} covers part of a note segment")
         else:
             riders.append((shdr, host))
