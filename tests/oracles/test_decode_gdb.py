@@ -352,7 +352,7 @@ def _sections_without_notes(core: Path) -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("recorded", RECORDED, ids=lambda p: p.name.removesuffix(".gdb.json"))
 def test_masked_fixture_reads_in_gdb_as_before(recorded: Path, tmp_path: Path) -> None:
     """A rewritten core keeps what gdb reads: masked to x87|SSE, gdb shows the x87 and SSE
-    registers it showed before, and sections of no file bytes (gcore's NOBITS, whatever
+    registers it showed before, and sections of no file bytes (the fixture's NOBITS, whatever
     offset they carry, a note segment's among them) stay as they were."""
     data = json.loads(recorded.read_text())
     core, masked = FIXTURES / data["fixture"], tmp_path / "masked.core"
