@@ -1,17 +1,19 @@
 """A whole rr trace is read in memory flat in its frame count: `decode` of every frame
-(text, --json, --summary) holds no frame's image once it is shown (sources/rrtrace.py's
-TraceImages, render/output.py's streamed text and JSON).
+(text, --json, --summary) and `diff` hold no frame's image once it is shown
+(sources/rrtrace.py's TraceImages, ops/diff.py's StreamedPairs, render/output.py's
+streamed text and JSON).
 
-The bound is on growth, not time: decode of a trace of SMALL and of BIG signal frames,
-each in a fresh process, the peak RSS of each read by wait4. Before, the tool held every
-frame's image and then its whole JSON or text: 13 KiB a frame for the summary, 38 KiB for
---json, 100 KiB for text (AMX images of 11,008 bytes). Now what stays is a summary line a
-frame (about 600 bytes) and an 8-byte frame index. The bound, 2 KiB a frame (8 MiB over
-the 4,000 frames between), is 3 times that and 6 times under the old cheapest form; it
-would also catch holding each frame's XSAVE bytes on a machine with AVX-512 (2,696 bytes)
-or AMX. Other machines' allocators and Python versions move a peak by a MiB or two, not
-by eight: measured here, the growth from 2,000 to 20,000 frames is under 1 MiB for text
-and --json.
+The bound is on growth, not time: the command on a trace of SMALL and of BIG signal
+frames, each in a fresh process, the peak RSS of each read by wait4. Before, the tool held
+every frame's image and then its whole JSON or text: 13 KiB a frame for the summary,
+38 KiB for --json, 100 KiB for text, 25 KiB for diff (AMX images of 11,008 bytes). Now
+what stays is a summary line a frame (about 600 bytes) and a frame index or a status. The
+bound, 2 KiB a frame (8 MiB over the 4,000 frames between), is 3 times that and 6 times
+under the old cheapest form; it would also catch holding each frame's XSAVE bytes on a
+machine with AVX-512 (2,696 bytes) or AMX. Other machines' allocators and Python versions
+move a peak by a MiB or two, not by eight: measured here, the growth from 2,000 to 20,000
+frames is under 1 MiB for text and --json, 2.5 MiB for diff, 11 MiB for the summary.
+Each test runs where xdist puts it (the traces cost a tenth of a second to make).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from pathlib import Path
 import make_rr_trace as mk
 import pytest
 from paths import REPO
-
-pytestmark = pytest.mark.xdist_group("rr")
 
 SMALL, BIG = 1_000, 5_000
 PER_FRAME = 2048  # bytes of peak RSS a frame may add (the module's docstring: why)
@@ -68,18 +68,23 @@ def peak_rss(*args: str) -> tuple[int, int]:
     return size, usage.ru_maxrss * 1024  # KiB on Linux
 
 
-@pytest.mark.parametrize("form", [[], ["--json"], ["--summary"]], ids=["text", "json", "summary"])
-def test_decode_of_a_whole_trace_is_flat_in_its_frames(
+@pytest.mark.parametrize(
+    "form",
+    [["decode"], ["decode", "--json"], ["decode", "--summary"], ["diff", "--json"]],
+    ids=["text", "json", "summary", "diff"],
+)
+def test_a_whole_trace_is_read_flat_in_its_frames(
     traces: tuple[Path, Path], form: list[str]
 ) -> None:
     small, big = traces
-    small_out, small_rss = peak_rss("decode", *form, str(small))
-    big_out, big_rss = peak_rss("decode", *form, str(big))
+    twice = form[0] == "diff"  # the trace with itself
+    small_out, small_rss = peak_rss(*form, str(small), *([str(small)] if twice else []))
+    big_out, big_rss = peak_rss(*form, str(big), *([str(big)] if twice else []))
     assert big_out > small_out * (BIG / SMALL) * 0.9  # every frame was shown
     grown = big_rss - small_rss
     bound = PER_FRAME * (BIG - SMALL)
     assert grown < bound, (
-        f"decode {' '.join(form)}: peak RSS {small_rss >> 20} MiB for {SMALL} frames,"
+        f"{' '.join(form)}: peak RSS {small_rss >> 20} MiB for {SMALL} frames,"
         f" {big_rss >> 20} MiB for {BIG}: {grown // (BIG - SMALL)} bytes a frame"
     )
 
