@@ -1,19 +1,20 @@
 """A whole rr trace is read in memory flat in its frame count: `decode` of every frame
-(text, --json, --summary) and `diff` hold no frame's image once it is shown
-(sources/rrtrace.py's TraceImages, ops/diff.py's StreamedPairs, render/output.py's
-streamed text and JSON).
+(text, --json, --summary), `diff` and `validate` hold no frame's image once it is shown
+(sources/rrtrace.py's TraceImages, ops/diff.py's StreamedPairs, ops/check.py's
+StreamedChecks, render/output.py's streamed text and JSON).
 
 The bound is on growth, not time: the command on a trace of SMALL and of BIG signal
 frames, each in a fresh process, the peak RSS of each read by wait4. Before, the tool held
 every frame's image and then its whole JSON or text: 13 KiB a frame for the summary,
-38 KiB for --json, 100 KiB for text, 25 KiB for diff (AMX images of 11,008 bytes). Now
-what stays is a summary line a frame (about 600 bytes) and a frame index or a status. The
-bound, 2 KiB a frame (8 MiB over the 4,000 frames between), is 3 times that and 6 times
-under the old cheapest form; it would also catch holding each frame's XSAVE bytes on a
-machine with AVX-512 (2,696 bytes) or AMX. Other machines' allocators and Python versions
-move a peak by a MiB or two, not by eight: measured here, the growth from 2,000 to 20,000
-frames is under 1 MiB for text and --json, 2.5 MiB for diff, 11 MiB for the summary.
-Each test runs where xdist puts it (the traces cost a tenth of a second to make).
+38 KiB for --json, 100 KiB for text, 25 KiB for diff, 15 KiB for validate (AMX images of
+11,008 bytes). Now what stays is a summary line a frame (about 600 bytes) and a frame
+index or a status. The bound, 2 KiB a frame (8 MiB over the 4,000 frames between), is
+3 times that and 6 times under the old cheapest form; it would also catch holding each
+frame's XSAVE bytes on a machine with AVX-512 (2,696 bytes) or AMX. Other machines'
+allocators and Python versions move a peak by a MiB or two, not by eight: measured here,
+the growth from 2,000 to 20,000 frames is under 1 MiB for text and --json, 2.5 MiB for
+diff and validate, 11 MiB for the summary. Each test runs where xdist puts it (the
+traces cost a tenth of a second to make).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def peak_rss(*args: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     "form",
-    [["decode"], ["decode", "--json"], ["decode", "--summary"], ["diff", "--json"]],
-    ids=["text", "json", "summary", "diff"],
+    [["decode"], ["decode", "--json"], ["decode", "--summary"], ["diff", "--json"], ["validate"]],
+    ids=["text", "json", "summary", "diff", "validate"],
 )
 def test_a_whole_trace_is_read_flat_in_its_frames(
     traces: tuple[Path, Path], form: list[str]
