@@ -128,9 +128,13 @@ def decode_json_stream(decoded: Decoded) -> Streamed:
     comes): an rr trace's frames are read again, not held."""
     result = decoded.source
     layout = result.layout or result.images[0].layout
-    held = 0
-    for image in result.images:
-        held |= sum(1 << i for i in image.offsets)
+    known = getattr(result.images, "held_components", None)  # TraceImages: none read again
+    if known is not None:
+        held = known()
+    else:
+        held = 0
+        for image in result.images:
+            held |= sum(1 << i for i in image.offsets)
     fields: dict[str, object] = {
         "source": result.name,
         "kind": result.kind,

@@ -129,9 +129,11 @@ class TraceImages(Sequence[XsaveImage]):
         self._path, self._name, self._header, self._layout = path, name, header, layout
         self._events = array("q")  # each image's frame index: 8 bytes a frame
         first: XsaveImage | None = None
+        self._held = 0
         for frame in iter_xsave_frames(path, header):
             image = _image(frame, header, layout, name)  # refuses a bad frame now
             self._events.append(frame.index)
+            self._held |= sum(1 << i for i in image.offsets)
             if first is None:
                 first = image
         if first is None:
@@ -179,6 +181,10 @@ class TraceImages(Sequence[XsaveImage]):
     def event_ids(self) -> list[int]:
         """Each image's frame index, without reading the events again."""
         return list(self._events)
+
+    def held_components(self) -> int:
+        """The components any image has space for, without reading the events again."""
+        return self._held
 
 
 def _image(frame: RrFrame, header: RrHeader, layout: Layout, name: str) -> XsaveImage:
