@@ -14,8 +14,9 @@ frames of syscalls with memory-write records, and every Nth a signal frame with 
 
 With --whole N: a trace of N frames with an 11 KiB XSAVE image (each after a syscall
 frame), and the wall time and peak RSS of the commands that read every one of them:
-decode (text and --json), diff TRACE TRACE, validate, and compat TRACE host (which reads
-only each frame's XSTATE_BV as events streams past).
+decode (text, --json and --summary), diff TRACE TRACE, validate, and compat TRACE host
+(which reads only each frame's XSTATE_BV as events streams past). decode streams: its
+peak RSS stays flat in N (tests/unit/sources/test_rr_memory.py holds it).
 """
 
 from __future__ import annotations
@@ -45,34 +46,6 @@ print(frames, xsave, took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def xsave_image(size: int, xcr0: int = 3, in_use: int = 3) -> bytes:
-    image = bytearray(size)
-    image[0:2] = (0x37F).to_bytes(2, "little")
-    image[24:28] = (0x1F80).to_bytes(4, "little")
-    image[32:416] = bytes(range(256)) + bytes(range(128))
-    image[464:472] = xcr0.to_bytes(8, "little")
-    image[512:520] = in_use.to_bytes(8, "little")
-    return bytes(image)
-
-
-def write_events(path: Path, unit: bytes, copies: int) -> None:
-    """`copies` times the packed frames of `unit`, in 1 MiB brotli blocks."""
-    import brotli
-
-    with open(path, "wb") as out:
-        block = bytearray()
-        for _ in range(copies):
-            block += unit
-            while len(block) >= 1 << 20:
-                chunk = bytes(block[: 1 << 20])
-                del block[: 1 << 20]
-                packed = brotli.compress(chunk, quality=1)
-                out.write(mk.block_header(len(packed), len(chunk)) + packed)
-        if block:
-            packed = brotli.compress(bytes(block), quality=1)
-            out.write(mk.block_header(len(packed), len(block)) + packed)
-
-
 def timed(*args: str) -> tuple[int, float, float]:
     """(exit status, seconds, peak RSS in MiB) of `xcr0tool ARGS` in a fresh process."""
     start = time.perf_counter()
@@ -86,24 +59,14 @@ def timed(*args: str) -> tuple[int, float, float]:
 
 def whole(frames: int) -> None:
     records = mk.host_cpuid_records()
-    eax, size, _ecx, edx = mk.leaf_0d(records)[0]
-    xcr0 = (eax | edx << 32) & 0xE02FF  # what Linux sets here
-    image = xsave_image(size, xcr0, xcr0 & 0xE7)  # AVX-512 in use where there is some
-    specs = [
-        mk.FrameSpec(100, None, mk.EXECVE_EVENT, mem_writes=3),
-        mk.FrameSpec(100, image, mk.SIGNAL_EVENT, mem_writes=2),
-    ]
-    unit = mk.capnp_encode("Frame", [mk.frame_text(s) for s in specs], 64)
     with tempfile.TemporaryDirectory(prefix="bench-rr-") as tmp:
         trace = Path(tmp) / "trace"
-        trace.mkdir()
-        header = mk.capnp_encode("Header", [mk.header_text(records, xcr0)])
-        (trace / "version").write_bytes(b"85\n" + header)
-        write_events(trace / "events", unit, frames)
+        size = mk.write_signal_trace(trace, records, frames)
         print(f"{frames} frames with a {size}-byte XSAVE image ({2 * frames} frames in all)")
         for args in (
             ["decode", str(trace)],
             ["decode", "--json", str(trace)],
+            ["decode", "--summary", str(trace)],
             ["diff", str(trace), str(trace)],
             ["validate", str(trace)],
             ["compat", str(trace), "host"],
@@ -124,7 +87,7 @@ def main() -> None:
         return
     records = mk.host_cpuid_records()
     size = mk.leaf_0d(records)[0][1]
-    image = xsave_image(size)
+    image = mk.xsave_image(size)
     specs = [
         mk.FrameSpec(100 + i % 7, None, mk.EXECVE_EVENT, mem_writes=i % 20)
         for i in range(args.xsave_every - 1)
@@ -138,7 +101,7 @@ def main() -> None:
         header = mk.capnp_encode("Header", [mk.header_text(records, 3)])
         (trace / "version").write_bytes(b"85\n" + header)
         total = len(unit) * copies
-        write_events(trace / "events", unit, copies)
+        mk.write_repeated_events(trace / "events", unit, copies)
         file_size = (trace / "events").stat().st_size
         print(f"events: {total / 1e6:.0f} MB packed frames, {file_size / 1e6:.1f} MB on disk,"
               f" {copies * len(specs)} frames")  # fmt: skip

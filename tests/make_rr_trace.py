@@ -221,6 +221,56 @@ def write_trace(
     return Trace(dest, frames, packed)
 
 
+def write_repeated_events(path: Path, unit: bytes, copies: int) -> None:
+    """An events file of `copies` times the packed frames of `unit`, in 1 MiB brotli
+    blocks (rr's own block size), made block by block: big traces cost little to make."""
+    import brotli
+
+    with open(path, "wb") as out:
+        block = bytearray()
+        for _ in range(copies):
+            block += unit
+            while len(block) >= 1 << 20:
+                chunk = bytes(block[: 1 << 20])
+                del block[: 1 << 20]
+                packed = brotli.compress(chunk, quality=1)
+                out.write(block_header(len(packed), len(chunk)) + packed)
+        if block:
+            packed = brotli.compress(bytes(block), quality=1)
+            out.write(block_header(len(packed), len(block)) + packed)
+
+
+def xsave_image(size: int, xcr0: int = 3, in_use: int = 3) -> bytes:
+    """A standard-form image of `size` bytes: x87 and SSE registers set, XSTATE_BV
+    `in_use`, the kernel's XCR0 word `xcr0`."""
+    image = bytearray(size)
+    image[0:2] = (0x37F).to_bytes(2, "little")
+    image[24:28] = (0x1F80).to_bytes(4, "little")
+    image[32:416] = bytes(range(256)) + bytes(range(128))
+    image[464:472] = xcr0.to_bytes(8, "little")
+    image[512:520] = in_use.to_bytes(8, "little")
+    return bytes(image)
+
+
+def write_signal_trace(dest: Path, records: CpuidRecords, frames: int) -> int:
+    """A trace of `frames` signal frames, each with an XSAVE image of this CPU's standard
+    size (after an execve frame, each with memory writes), as bench/bench_rr.py --whole
+    measures them. Returns the image size."""
+    eax, size, _ecx, edx = leaf_0d(records)[0]
+    xcr0 = (eax | edx << 32) & 0xE02FF  # what Linux sets here
+    image = xsave_image(size, xcr0, xcr0 & 0xE7)  # AVX-512 in use where there is some
+    specs = [
+        FrameSpec(100, None, EXECVE_EVENT, mem_writes=3),
+        FrameSpec(100, image, SIGNAL_EVENT, mem_writes=2),
+    ]
+    unit = capnp_encode("Frame", [frame_text(s) for s in specs], 64)
+    dest.mkdir(parents=True, exist_ok=True)
+    header = capnp_encode("Header", [header_text(records, xcr0)])
+    (dest / "version").write_bytes(f"{TRACE_VERSION}\n".encode() + header)
+    write_repeated_events(dest / "events", unit, frames)
+    return size
+
+
 def relocate(
     image: bytes,
     src: dict[int, tuple[int, int]],

@@ -3,9 +3,13 @@ CPU or the kernel would do with it), with the source's warnings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from xcr0tool.ops.validate import CPU, XRSTOR, Report, Subject
+
+Item = tuple[Subject, Report]
 
 
 @dataclass(frozen=True)
@@ -13,12 +17,49 @@ class Checked:
     """`validate`: each image with its report."""
 
     check: str  # cpu | linux-ptrace | sigreturn
-    items: tuple[tuple[Subject, Report], ...]
+    items: Sequence[Item]  # a tuple, or StreamedChecks for an rr trace's frames
     warnings: tuple[str, ...] = ()
 
     @property
     def accepted(self) -> bool:
-        return all(report.accepted for _, report in self.items)
+        return all(accepted_flags(self.items))
+
+
+def accepted_flags(items: Sequence[Item]) -> list[bool]:
+    """Whether each image was accepted, without checking any again."""
+    if isinstance(items, StreamedChecks):
+        return items.accepted()
+    return [report.accepted for _, report in items]
+
+
+class StreamedChecks(Sequence[Item]):
+    """The subjects of an rr trace's frames with their reports: checked once for whether
+    each is accepted (all that is held: a byte a frame), checked again as iterated, so
+    that no frame's image or report is held."""
+
+    def __init__(self, subjects: Sequence[Subject], check: Callable[[Subject], Report]) -> None:
+        self._subjects, self._check = subjects, check
+        self._accepted = bytearray(check(s).accepted for s in subjects)
+
+    def accepted(self) -> list[bool]:
+        return [bool(flag) for flag in self._accepted]
+
+    def __len__(self) -> int:
+        return len(self._accepted)
+
+    def __iter__(self) -> Iterator[Item]:
+        for subject in self._subjects:
+            yield subject, self._check(subject)
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Item]: ...
+    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        subject = self._subjects[index]
+        return subject, self._check(subject)
 
 
 def check_source(
@@ -45,8 +86,8 @@ def check_source(
     subjects = load_subjects(
         with_thread(name, thread), layout_option=layout, xcr0=xcr0, warnings=warnings
     )
-    items = []
-    for subject in subjects:
+
+    def check_one(subject: Subject) -> Report:
         target = make_target(
             subject,
             check=check,
@@ -58,5 +99,9 @@ def check_source(
             layout=explicit,
             host=host,
         )
-        items.append((subject, validate(subject, target)))
-    return Checked(check, tuple(items), tuple(warnings))
+        return validate(subject, target)
+
+    if not isinstance(subjects, list):
+        return Checked(check, StreamedChecks(subjects, check_one), tuple(warnings))
+    items = tuple((subject, check_one(subject)) for subject in subjects)
+    return Checked(check, items, tuple(warnings))

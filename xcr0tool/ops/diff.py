@@ -18,11 +18,12 @@ from __future__ import annotations
 import fnmatch
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 from itertools import zip_longest
+from typing import overload
 
 from xcr0tool.arch import legacy
 from xcr0tool.arch.components import LEGACY_SIZE, component, is_extended
@@ -299,11 +300,73 @@ class DiffResult:
     mode: str  # state | raw
     lanes: str
     patterns: tuple[str, ...]
-    pairs: tuple[ThreadDiff, ...]
+    pairs: Sequence[ThreadDiff]  # a tuple, or StreamedPairs for an rr trace's frames
+
+    def statuses(self) -> list[DiffStatus]:
+        """Each pair's status, without comparing again."""
+        if isinstance(self.pairs, StreamedPairs):
+            return self.pairs.statuses()
+        return [p.status for p in self.pairs]
 
     @property
     def same(self) -> bool:
-        return all(p.status == SAME for p in self.pairs)
+        return all(status == SAME for status in self.statuses())
+
+
+_STATUSES = tuple(DiffStatus)
+
+
+class StreamedPairs(Sequence[ThreadDiff]):
+    """The pairs of two sources of which one is an rr trace whose images are read again at
+    each iteration (sources/rrtrace.py's TraceImages): compared once for their statuses,
+    which is all that is held (a byte a pair), and again as they are iterated, so that
+    no pair's images are held. A pair found the same is not compared again: only its
+    header is (a same pair shows its header changes, never register changes)."""
+
+    def __init__(
+        self,
+        a: Sequence[XsaveImage],
+        b: Sequence[XsaveImage],
+        compare: Callable[[XsaveImage, XsaveImage], ThreadDiff],
+    ) -> None:
+        self._a, self._b, self._compare = a, b, compare
+        self._status = bytearray()
+        for pair in self._pairs(None):
+            self._status.append(_STATUSES.index(pair.status))
+
+    def _pairs(self, known: bytearray | None) -> Iterator[ThreadDiff]:
+        for index, (x, y) in enumerate(zip_longest(self._a, self._b)):
+            if x is None or y is None:
+                yield ThreadDiff(x, y)
+            elif known is not None and _STATUSES[known[index]] == SAME:
+                yield ThreadDiff(x, y, compare_headers(x, y))
+            else:
+                yield self._compare(x, y)
+
+    def statuses(self) -> list[DiffStatus]:
+        return [_STATUSES[code] for code in self._status]
+
+    def __len__(self) -> int:
+        return len(self._status)
+
+    def __iter__(self) -> Iterator[ThreadDiff]:
+        return self._pairs(self._status)
+
+    @overload
+    def __getitem__(self, index: int) -> ThreadDiff: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ThreadDiff]: ...
+    def __getitem__(self, index: int | slice) -> ThreadDiff | Sequence[ThreadDiff]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        for at, pair in enumerate(self):  # compared up to it: nothing indexes far in
+            if at == index:
+                return pair
+        raise IndexError(index)
 
 
 def _thread(source: SourceResult, tid: int) -> XsaveImage:
@@ -349,10 +412,16 @@ def diff_sources(
 ) -> DiffResult:
     if lanes not in LANES:
         raise ValueError(f"lanes {lanes!r}: one of {', '.join(LANES)}")
+
+    def compare(x: XsaveImage, y: XsaveImage) -> ThreadDiff:
+        return diff_images(x, y, lanes=lanes, patterns=patterns, raw=raw)
+
+    mode = RAW if raw else STATE
+    if not pairs and not (isinstance(a.images, list) and isinstance(b.images, list)):
+        streamed = StreamedPairs(a.images, b.images, compare)
+        return DiffResult(a, b, mode, lanes, tuple(patterns), streamed)
     diffs = [
-        ThreadDiff(x, y)
-        if x is None or y is None
-        else diff_images(x, y, lanes=lanes, patterns=patterns, raw=raw)
+        ThreadDiff(x, y) if x is None or y is None else compare(x, y)
         for x, y in pair_threads(a, b, pairs)
     ]
-    return DiffResult(a, b, RAW if raw else STATE, lanes, tuple(patterns), tuple(diffs))
+    return DiffResult(a, b, mode, lanes, tuple(patterns), tuple(diffs))

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from xcr0tool.errors import UsageError
-from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.layout import Layout
 from xcr0tool.model.registers import DEFAULT_LANES, LANES, Register, registers
 from xcr0tool.sources.open import SourceResult, open_source, with_thread
@@ -74,9 +73,11 @@ def unmatched_patterns(patterns: Sequence[str], sources: Sequence[SourceResult])
 
 
 class ThreadSummary(NamedTuple):
-    """One line of the many-thread summary."""
+    """One line of the many-thread summary. It keeps what the line shows, not the image:
+    a summary of a whole rr trace is one line per frame, and no frame's bytes."""
 
-    image: XsaveImage
+    xcr0: int
+    xstate_bv: int
     label: str  # the tid, or what NAME@ID selects
     differs: tuple[int, ...]  # components whose registers differ from the first image's
 
@@ -85,9 +86,9 @@ def summarise(source: SourceResult) -> list[ThreadSummary]:
     """Each image beside the first: which components hold different register values
     (by state, as diff compares: init-state components count as their init values)."""
     images = source.images
-    labels = source.thread_ids() or [image.origin for image in images]
+    labels: Sequence[str | None] = source.thread_ids()
     if len(labels) != len(images):
-        labels = [image.origin for image in images]
+        labels = [None] * len(images)  # each image's origin, taken as it is read
     first = _by_name(registers(images[0]))
     out = []
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
@@ -100,7 +101,8 @@ def summarise(source: SourceResult) -> list[ThreadSummary]:
                     differs.add(mine[name].component)
                 elif b is None or a.value != b.value:
                     differs.add(a.component)
-        out.append(ThreadSummary(image, label, tuple(sorted(differs))))
+        shown = image.origin if label is None else label
+        out.append(ThreadSummary(image.xcr0, image.xstate_bv, shown, tuple(sorted(differs))))
     return out
 
 

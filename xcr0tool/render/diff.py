@@ -41,6 +41,8 @@ JSON schema (`xcr0tool diff --json`):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from xcr0tool.arch.components import describe_mask
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.ops.diff import (
@@ -59,7 +61,7 @@ from xcr0tool.ops.diff import (
     lanes_of,
 )
 from xcr0tool.ops.inspect import Compared
-from xcr0tool.render.output import View
+from xcr0tool.render.output import Streamed, View
 from xcr0tool.render.styled import Page, Screen, Span
 from xcr0tool.sources.open import SourceResult
 
@@ -120,24 +122,32 @@ def _run_json(run: ByteRun) -> dict[str, object]:
 
 
 def diff_json(result: DiffResult) -> dict[str, object]:
-    return {
+    streamed = diff_json_stream(result)
+    return {**streamed.fields, streamed.key: list(streamed.items)}
+
+
+def diff_json_stream(result: DiffResult) -> Streamed:
+    """diff's JSON with its pairs made one by one (an rr trace's are compared again as
+    they are written, not held)."""
+    fields: dict[str, object] = {
         "a": _source_json(result.a),
         "b": _source_json(result.b),
         "mode": result.mode,
         "lanes": result.lanes,
         "registers_filter": list(result.patterns),
         "same": result.same,
-        "pairs": [
-            {
-                "status": pair.status,
-                "a": _image_json(pair.a),
-                "b": _image_json(pair.b),
-                "header": [{"field": h.field, "a": h.a, "b": h.b} for h in pair.header],
-                "registers": [_register_json(r) for r in pair.registers],
-                "bytes": [_run_json(r) for r in pair.bytes],
-            }
-            for pair in result.pairs
-        ],
+    }
+    return Streamed(fields, "pairs", map(_pair_json, result.pairs))
+
+
+def _pair_json(pair: ThreadDiff) -> dict[str, object]:
+    return {
+        "status": pair.status,
+        "a": _image_json(pair.a),
+        "b": _image_json(pair.b),
+        "header": [{"field": h.field, "a": h.a, "b": h.b} for h in pair.header],
+        "registers": [_register_json(r) for r in pair.registers],
+        "bytes": [_run_json(r) for r in pair.bytes],
     }
 
 
@@ -208,8 +218,9 @@ def _intro(result: DiffResult) -> list[str]:
 def _summary(result: DiffResult) -> str:
     if result.same:
         return "same"
-    differing = sum(1 for p in result.pairs if p.status != SAME)
-    return f"different: {differing} of {len(result.pairs)} thread pairs"
+    statuses = result.statuses()
+    differing = sum(1 for status in statuses if status != SAME)
+    return f"different: {differing} of {len(statuses)} thread pairs"
 
 
 def _place_text(run: ByteRun) -> str:
@@ -231,29 +242,39 @@ def _register_lines(change: RegisterChange, kind: str, width: int) -> list[str]:
 
 
 def diff_text(result: DiffResult) -> str:
-    lines = _intro(result)
+    return "".join(diff_text_chunks(result))
+
+
+def diff_text_chunks(result: DiffResult) -> Iterator[str]:
+    """diff's plain text: its head, each pair's part as it is compared, the verdict."""
+    yield "\n".join(_intro(result)) + "\n"
     for pair in result.pairs:
-        lines += ["", pair_title(pair)]
-        if pair.header:
-            lines.append("  header:")
-            for h in pair.header:
-                a = describe_header_value(h.field, h.a)
-                b = describe_header_value(h.field, h.b)
-                lines.append(f"    {h.field:<11} A {a}")
-                lines.append(f"    {'':<11} B {b}")
-        if pair.registers:
-            width = max(len(r.name) for r in pair.registers)
-            count = len(pair.registers)
-            lines.append(f"  {count} register{' differs' if count == 1 else 's differ'}:")
-            for change in pair.registers:
-                lines += _register_lines(change, result.lanes, width)
-        for run in pair.bytes:
-            end = run.offset + run.length - 1
-            lines.append(f"  bytes {run.offset}-{end} ({run.length}): {_place_text(run)}")
-            lines.append(f"    A {run.a.hex(' ') or 'past the end'}")
-            lines.append(f"    B {run.b.hex(' ') or 'past the end'}")
-    lines += ["", _summary(result)]
-    return "\n".join(lines) + "\n"
+        yield "\n".join(_pair_lines(pair, result.lanes)) + "\n"
+    yield "\n" + _summary(result) + "\n"
+
+
+def _pair_lines(pair: ThreadDiff, lanes: str) -> list[str]:
+    """One pair's part of the plain text, from the blank line before it."""
+    lines = ["", pair_title(pair)]
+    if pair.header:
+        lines.append("  header:")
+        for h in pair.header:
+            a = describe_header_value(h.field, h.a)
+            b = describe_header_value(h.field, h.b)
+            lines.append(f"    {h.field:<11} A {a}")
+            lines.append(f"    {'':<11} B {b}")
+    if pair.registers:
+        width = max(len(r.name) for r in pair.registers)
+        count = len(pair.registers)
+        lines.append(f"  {count} register{' differs' if count == 1 else 's differ'}:")
+        for change in pair.registers:
+            lines += _register_lines(change, lanes, width)
+    for run in pair.bytes:
+        end = run.offset + run.length - 1
+        lines.append(f"  bytes {run.offset}-{end} ({run.length}): {_place_text(run)}")
+        lines.append(f"    A {run.a.hex(' ') or 'past the end'}")
+        lines.append(f"    B {run.b.hex(' ') or 'past the end'}")
+    return lines
 
 
 # Terminal ------------------------------------------------------------------------------
@@ -335,6 +356,7 @@ def diff_view(compared: Compared, brief: bool = False) -> View:
     if brief:
         return View(
             json=lambda: diff_json(result),
+            json_stream=lambda: diff_json_stream(result),
             text=lambda: brief_text(result),
             warnings=compared.warnings,
             status=0 if result.same else 1,
@@ -342,6 +364,8 @@ def diff_view(compared: Compared, brief: bool = False) -> View:
     return View(
         json=lambda: diff_json(result),
         text=lambda: diff_text(result),
+        text_chunks=lambda: diff_text_chunks(result),
+        json_stream=lambda: diff_json_stream(result),
         terminal=lambda screen: diff_terminal(result, screen),
         warnings=compared.warnings,
         status=0 if result.same else 1,

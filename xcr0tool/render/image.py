@@ -9,7 +9,7 @@ terminal (one line per thread) unless --all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from xcr0tool.arch.components import component, describe_mask
@@ -24,7 +24,7 @@ from xcr0tool.model.registers import (
 )
 from xcr0tool.model.sigframe import SignalFrameInfo
 from xcr0tool.ops.inspect import Decoded, LayoutQuery, ThreadSummary, is_vector, summarise
-from xcr0tool.render.output import View
+from xcr0tool.render.output import Streamed, View
 from xcr0tool.sources.open import SourceResult, parse_source
 
 # What only some views need is imported where they are made: the terminal view's, the
@@ -119,22 +119,33 @@ def image_json(
 
 
 def decode_json(decoded: Decoded) -> dict[str, object]:
+    streamed = decode_json_stream(decoded)
+    return {**streamed.fields, streamed.key: list(streamed.items)}
+
+
+def decode_json_stream(decoded: Decoded) -> Streamed:
+    """decode's JSON with its threads made one by one (render/output.py writes each as it
+    comes): an rr trace's frames are read again, not held."""
     result = decoded.source
     layout = result.layout or result.images[0].layout
-    held = 0
-    for image in result.images:
-        held |= sum(1 << i for i in image.offsets)
-    return {
+    known = getattr(result.images, "held_components", None)  # TraceImages: none read again
+    if known is not None:
+        held = known()
+    else:
+        held = 0
+        for image in result.images:
+            held |= sum(1 << i for i in image.offsets)
+    fields: dict[str, object] = {
         "source": result.name,
         "kind": result.kind,
         **({"details": result.details} if result.details else {}),
         "layout": layout_json(layout, held),
         **({"lanes": decoded.lanes} if decoded.lanes else {}),
-        "threads": [
-            image_json(image, decoded.patterns, decoded.stale, decoded.lanes)
-            for image in result.images
-        ],
     }
+    threads = (
+        image_json(image, decoded.patterns, decoded.stale, decoded.lanes) for image in result.images
+    )
+    return Streamed(fields, "threads", threads)
 
 
 # Shared by both text views ------------------------------------------------------------
@@ -276,6 +287,12 @@ def _summary_hint(decoded: Decoded) -> str:
 
 # Plain text ---------------------------------------------------------------------------
 def decode_text(decoded: Decoded, summary: bool = False) -> str:
+    return "".join(decode_text_chunks(decoded, summary))
+
+
+def decode_text_chunks(decoded: Decoded, summary: bool = False) -> Iterator[str]:
+    """decode's plain text, its head and then each image's part as it is made: a whole
+    rr trace's text (tens of KiB a frame) is never held whole."""
     result = decoded.source
     layout = result.layout or result.images[0].layout
     lines = [f"source: {result.name} ({_kind(result)})", f"layout: {layout.source}"]
@@ -285,8 +302,8 @@ def decode_text(decoded: Decoded, summary: bool = False) -> str:
         table = [SUMMARY_HEADER] + [
             (
                 line.label,
-                f"{line.image.xcr0:#x}",
-                describe_mask(line.image.xstate_bv),
+                f"{line.xcr0:#x}",
+                describe_mask(line.xstate_bv),
                 _differs_text(line, first, i),
             )
             for i, line in enumerate(rows)
@@ -295,26 +312,32 @@ def decode_text(decoded: Decoded, summary: bool = False) -> str:
         lines += [
             f"  {a:>{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in table
         ]
-        return "\n".join(lines) + "\n"
+        yield "\n".join(lines) + "\n"
+        return
+    yield "\n".join(lines) + "\n"
     for image in result.images:
-        view = thread_view(image, decoded)
-        lines.append("")
-        lines.append(f"{view.title}:")
-        lines += [f"  {key}: {value}" for key, value in view.summary]
-        if not decoded.patterns:
-            lines.append("  components:")
-            lines += [
-                f"    {cid:>2} {name:<10} offset {offset:>5} size {size:>5} {state}"
-                for cid, name, offset, size, state in view.components
-            ]
-        width = max((len(r.name) for r in [*view.registers, *view.stale]), default=0)
-        for row in view.registers:
-            text = f"  {row.description}" if row.description else ""
-            lines.append(f"  {row.name:<{width}} {row.value}{text}")
-        if view.stale:
-            lines.append(f"  {STALE_TITLE}:")
-            lines += [f"  {row.name:<{width}} {row.value}  stale" for row in view.stale]
-    return "\n".join(lines) + "\n"
+        yield "\n".join(_thread_lines(image, decoded)) + "\n"
+
+
+def _thread_lines(image: XsaveImage, decoded: Decoded) -> list[str]:
+    """One image's part of the plain text, from the blank line before it."""
+    view = thread_view(image, decoded)
+    lines = ["", f"{view.title}:"]
+    lines += [f"  {key}: {value}" for key, value in view.summary]
+    if not decoded.patterns:
+        lines.append("  components:")
+        lines += [
+            f"    {cid:>2} {name:<10} offset {offset:>5} size {size:>5} {state}"
+            for cid, name, offset, size, state in view.components
+        ]
+    width = max((len(r.name) for r in [*view.registers, *view.stale]), default=0)
+    for row in view.registers:
+        text = f"  {row.description}" if row.description else ""
+        lines.append(f"  {row.name:<{width}} {row.value}{text}")
+    if view.stale:
+        lines.append(f"  {STALE_TITLE}:")
+        lines += [f"  {row.name:<{width}} {row.value}  stale" for row in view.stale]
+    return lines
 
 
 # Terminal -----------------------------------------------------------------------------
@@ -343,8 +366,8 @@ def _summary_page(page: Page, decoded: Decoded) -> None:
         [
             (
                 line.label,
-                f"{line.image.xcr0:#x}",
-                describe_mask(line.image.xstate_bv),
+                f"{line.xcr0:#x}",
+                describe_mask(line.xstate_bv),
                 (_differs_text(line, first, i), "yellow" if line.differs else "green"),
             )
             for i, line in enumerate(rows)
@@ -405,6 +428,8 @@ def decode_view(decoded: Decoded, summary: bool | None = None) -> View:
     return View(
         json=lambda: decode_json(decoded),
         text=lambda: decode_text(decoded, wants_summary(decoded, summary, False)),
+        text_chunks=lambda: decode_text_chunks(decoded, wants_summary(decoded, summary, False)),
+        json_stream=lambda: decode_json_stream(decoded),
         terminal=lambda screen: decode_terminal(
             decoded, screen, wants_summary(decoded, summary, True)
         ),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 # Each form's modules are loaded only where it is shown (json for JSON; the terminal
@@ -30,6 +30,15 @@ COLOR_CHOICES = ("auto", "always", "never")
 
 
 # NamedTuples, not dataclasses: cheap to define at every start.
+class Streamed(NamedTuple):
+    """A JSON answer whose last key's list is made item by item (a whole rr trace's
+    frames): written to a pipe as it is made, the same bytes as the whole document."""
+
+    fields: dict[str, object]  # the answer but its last key
+    key: str
+    items: Iterable[object]
+
+
 class View(NamedTuple):
     """A command's answer, ready to be shown: each form made only when asked for."""
 
@@ -38,6 +47,10 @@ class View(NamedTuple):
     terminal: Callable[[Screen], str] | None = None  # the terminal view; default: text
     warnings: Sequence[str] = ()
     status: int = 0  # the exit status: 0 ok, 1 differs / would fault
+    # The same text and JSON made piece by piece, for answers that grow with the input:
+    # a pipe gets each piece as it is made, so memory stays flat in the input's size.
+    text_chunks: Callable[[], Iterable[str]] | None = None
+    json_stream: Callable[[], Streamed] | None = None
 
 
 class OutputOptions(NamedTuple):
@@ -117,13 +130,20 @@ def emit(
     err = stderr or sys.stderr
     env = os.environ if env is None else env
     if options.as_json and view.json is not None:
-        _write_json(json_document(view), out)
+        if view.json_stream is not None and not _isatty(out):
+            _stream_json(view.json_stream(), view.warnings, out)
+        else:
+            _write_json(json_document(view), out)
         return view.status
     if view.text is not None or view.terminal is not None:
         terminal = _isatty(out)
         colour = wants_colour(options.color, terminal, env)
         if terminal or colour:
             _show_on_screen(view, out, env, terminal=terminal, colour=colour, pager=options.pager)
+        elif view.text_chunks is not None:  # plain text for a pipe, piece by piece
+            for chunk in view.text_chunks():
+                out.write(chunk)
+            out.flush()
         else:  # plain text for a pipe: no screen size to ask, no pager
             out.write(view.text() if view.text is not None else "")
             out.flush()
@@ -168,6 +188,33 @@ def _write_json(data: object, out: TextIO) -> None:
     # Indented for a person at a terminal; compact in a pipe, where json's C encoder
     # runs (indent forces the pure-Python one, several times slower on big cores).
     out.write(json.dumps(data, indent=2 if _isatty(out) else None))
+    out.write("\n")
+    out.flush()
+
+
+# Where a streamed list goes in the document: no string of it can hold a NUL (paths and
+# arguments cannot), so its JSON form cannot occur elsewhere.
+_ITEMS_HERE = "\x00items\x00"
+
+
+def _stream_json(streamed: Streamed, warnings: Sequence[str], out: TextIO) -> None:
+    """The compact document of _write_json, its list written item by item: json.dumps
+    separates items with ", ", as written here."""
+    import json
+
+    document = {"schema": SCHEMA, **streamed.fields, streamed.key: _ITEMS_HERE}
+    document["warnings"] = list(warnings)
+    head, found, tail = json.dumps(document).partition(json.dumps(_ITEMS_HERE))
+    assert found, "the streamed list's place is in the document"
+    out.write(head)
+    out.write("[")
+    separator = ""
+    for item in streamed.items:
+        out.write(separator)
+        out.write(json.dumps(item))
+        separator = ", "
+    out.write("]")
+    out.write(tail)
     out.write("\n")
     out.flush()
 

@@ -31,11 +31,11 @@ JSON schema (`xcr0tool validate --json`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from xcr0tool.arch.components import describe_mask
 from xcr0tool.model.image import COMPACTED, FXSAVE, STANDARD
-from xcr0tool.ops.check import Checked
+from xcr0tool.ops.check import Checked, accepted_flags
 from xcr0tool.ops.validate import (
     ALL_ONES,
     CPU,
@@ -49,7 +49,7 @@ from xcr0tool.ops.validate import (
     Report,
     Subject,
 )
-from xcr0tool.render.output import View
+from xcr0tool.render.output import Streamed, View
 from xcr0tool.render.styled import Page, Screen
 
 SEVERITY_STYLE = {FAULT: "bold red", REJECT: "bold red", WARNING: "yellow"}
@@ -62,45 +62,50 @@ def _format(subject: Subject) -> str:
 
 
 def _all_accepted(items: Sequence[tuple[Subject, Report]]) -> bool:
-    return all(report.accepted for _, report in items)
+    return all(accepted_flags(items))
 
 
 def validate_json(check: str, items: Sequence[tuple[Subject, Report]]) -> dict[str, object]:
+    streamed = validate_json_stream(check, items)
+    return {**streamed.fields, streamed.key: list(streamed.items)}
+
+
+def validate_json_stream(check: str, items: Sequence[tuple[Subject, Report]]) -> Streamed:
+    """validate's JSON with its images made one by one (an rr trace's frames are checked
+    again as they are written, not held)."""
+    fields: dict[str, object] = {"check": check, "accepted": _all_accepted(items)}
+    return Streamed(fields, "images", (_image_json(s, r) for s, r in items))
+
+
+def _image_json(subject: Subject, report: Report) -> dict[str, object]:
     return {
-        "check": check,
-        "accepted": _all_accepted(items),
-        "images": [
+        "origin": report.origin,
+        "tid": None if subject.image is None else subject.image.tid,
+        "size": len(subject.data),
+        "format": _format(subject),
+        "verdict": report.verdict,
+        "accepted": report.accepted,
+        "instruction": report.target.instruction,
+        "xcr0": hex(report.target.xcr0),
+        "xcr0_source": report.target.xcr0_source,
+        "xss": hex(report.target.xss),
+        "xss_source": report.target.xss_source,
+        "rfbm": hex(report.target.rfbm),
+        "mxcsr_mask": hex(report.target.mxcsr_mask),
+        "mxcsr_mask_source": report.target.mxcsr_mask_source,
+        "user_size": report.target.user_size,
+        "user_size_source": report.target.user_size_source,
+        "notes": list(report.notes),
+        "findings": [
             {
-                "origin": report.origin,
-                "tid": None if subject.image is None else subject.image.tid,
-                "size": len(subject.data),
-                "format": _format(subject),
-                "verdict": report.verdict,
-                "accepted": report.accepted,
-                "instruction": report.target.instruction,
-                "xcr0": hex(report.target.xcr0),
-                "xcr0_source": report.target.xcr0_source,
-                "xss": hex(report.target.xss),
-                "xss_source": report.target.xss_source,
-                "rfbm": hex(report.target.rfbm),
-                "mxcsr_mask": hex(report.target.mxcsr_mask),
-                "mxcsr_mask_source": report.target.mxcsr_mask_source,
-                "user_size": report.target.user_size,
-                "user_size_source": report.target.user_size_source,
-                "notes": list(report.notes),
-                "findings": [
-                    {
-                        "rule": f.rule,
-                        "severity": f.severity,
-                        "offset": f.offset,
-                        "value": f.value,
-                        "message": f.message,
-                        "source": f.source,
-                    }
-                    for f in report.findings
-                ],
+                "rule": f.rule,
+                "severity": f.severity,
+                "offset": f.offset,
+                "value": f.value,
+                "message": f.message,
+                "source": f.source,
             }
-            for subject, report in items
+            for f in report.findings
         ],
     }
 
@@ -136,23 +141,26 @@ def _where(finding: Finding) -> str:
 
 
 def _summary(check: str, items: Sequence[tuple[Subject, Report]]) -> str:
-    bad = sum(1 for _, r in items if not r.accepted)
+    bad = sum(1 for accepted in accepted_flags(items) if not accepted)
     if not bad:
         return "accepted"
     return f"{bad} of {len(items)} image{'s' if len(items) != 1 else ''} not accepted ({check})"
 
 
 def validate_text(check: str, items: Sequence[tuple[Subject, Report]]) -> str:
-    lines: list[str] = []
+    return "".join(validate_text_chunks(check, items))
+
+
+def validate_text_chunks(check: str, items: Sequence[tuple[Subject, Report]]) -> Iterator[str]:
+    """validate's plain text, image by image as each is checked, then the verdict."""
     for subject, report in items:
-        lines.append(f"{report.origin}: {report.verdict}")
+        lines = [f"{report.origin}: {report.verdict}"]
         lines += [f"  {line}" for line in _context(subject, report)]
         for f in report.findings:
             lines.append(f"  {f.severity} {f.rule}{_where(f)}: {f.message}")
             lines.append(f"    rule: {f.source}")
-        lines.append("")
-    lines.append(_summary(check, items))
-    return "\n".join(lines) + "\n"
+        yield "\n".join(lines) + "\n\n"
+    yield _summary(check, items) + "\n"
 
 
 def validate_terminal(check: str, items: Sequence[tuple[Subject, Report]], screen: Screen) -> str:
@@ -182,6 +190,8 @@ def validate_view(checked: Checked) -> View:
     return View(
         json=lambda: validate_json(check, items),
         text=lambda: validate_text(check, items),
+        text_chunks=lambda: validate_text_chunks(check, items),
+        json_stream=lambda: validate_json_stream(check, items),
         terminal=lambda screen: validate_terminal(check, items, screen),
         warnings=checked.warnings,
         status=0 if checked.accepted else 1,

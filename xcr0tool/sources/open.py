@@ -21,7 +21,7 @@ sizes are its own (sources/criu.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -62,7 +62,9 @@ class SourceKind(str, Enum):
 class SourceResult:
     name: str  # as the user named it
     kind: SourceKind
-    images: list[XsaveImage]
+    # A list, or an rr trace's frames read again at each iteration (TraceImages): a
+    # consumer iterates, and holds no more images than it must.
+    images: Sequence[XsaveImage]
     layout: Layout | None  # the layout shared by all images (None if they differ)
     details: dict[str, str] = field(default_factory=dict)  # machine, os, ...
     warnings: list[str] = field(default_factory=list)
@@ -80,6 +82,9 @@ class SourceResult:
         if self.snapshots:
             return list(self.snapshots)
         if self.kind == "rr-trace":  # TRACE@EVENT: a frame's index
+            known = getattr(self.images, "event_ids", None)  # TraceImages: none read again
+            if known is not None:
+                return [str(event) for event in known()]
             return [str(image.event) for image in self.images if image.event is not None]
         return [str(image.tid) for image in self.images if image.tid is not None]
 

@@ -11,8 +11,10 @@ Format facts: xcr0tool.formats.rr.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import overload
 
 from xcr0tool.errors import InputError, LayoutError
 from xcr0tool.files.input import check_readable_file
@@ -27,7 +29,14 @@ from xcr0tool.layouts.choose import build_image
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.layout import Layout, layout_from_cpuid
 
-__all__ = ["RrHeader", "is_trace_dir", "read_trace_header", "trace_images", "trace_layout"]
+__all__ = [
+    "RrHeader",
+    "TraceImages",
+    "is_trace_dir",
+    "read_trace_header",
+    "trace_images",
+    "trace_layout",
+]
 
 
 def is_trace_dir(path: str) -> bool:
@@ -70,9 +79,11 @@ def iter_xsave_frames(path: str, header: RrHeader) -> Iterator[RrFrame]:
 
 def trace_images(
     path: str, name: str, event: int | None, explicit: Layout | None
-) -> tuple[list[XsaveImage], Layout, dict[str, str], list[str]]:
+) -> tuple[Sequence[XsaveImage], Layout, dict[str, str], list[str]]:
     """(images, layout, details, warnings) of the trace directory at `path`; `event`
-    selects one frame by its index (TRACE@EVENT)."""
+    selects one frame by its index (TRACE@EVENT). Every frame's image is built here, so
+    that a bad one is refused before any output; the images of a whole trace are then
+    read again each time they are iterated (TraceImages), never held."""
     header = read_trace_header(path)
     layout = trace_layout(header, name)
     warnings = []
@@ -81,26 +92,99 @@ def trace_images(
             f"the layout given ({explicit.source}) is ignored: the trace header's CPUID"
             " (the recording machine's) takes precedence"
         )
-    images = []
-    for frame in iter_xsave_frames(path, header):
-        if event is not None and frame.index != event:
-            if frame.index > event:
-                break
-            continue
-        images.append(_image(frame, header, layout, name))
-        if event is not None:
-            break
-    if event is not None and not images:
-        raise InputError(
-            name, f"frame {event} of the events file carries no XSAVE data (or does not exist)"
-        )
-    if not images:
-        raise InputError(name, "no frame of the events file carries XSAVE data")
+    images: Sequence[XsaveImage]
+    if event is not None:
+        images = _one_frame(path, header, layout, name, event)
+    else:
+        images = TraceImages(path, name, header, layout)
     details = {
         "trace_version": f"rr trace version {header.version}",
         "recorded_on": f"recorded on {header.vendor or 'an unnamed CPU'}",
     }
     return images, layout, details, warnings
+
+
+def _one_frame(
+    path: str, header: RrHeader, layout: Layout, name: str, event: int
+) -> list[XsaveImage]:
+    for frame in iter_xsave_frames(path, header):
+        if frame.index == event:
+            return [_image(frame, header, layout, name)]
+        if frame.index > event:
+            break
+    raise InputError(
+        name, f"frame {event} of the events file carries no XSAVE data (or does not exist)"
+    )
+
+
+class TraceImages(Sequence[XsaveImage]):
+    """Every frame's image of a trace, as a sequence that holds only their frame indices
+    (and the first image): each iteration reads the events file again. A trace of 20,000
+    signal frames is 20,000 XSAVE images of up to 11 KiB (AMX), and each image decoded or
+    rendered costs more again: held, a whole-trace decode grew by tens of KiB a frame.
+    The frames are checked once, when the sequence is made; if a later reading finds
+    other frames (the trace was rewritten meanwhile), it is refused."""
+
+    def __init__(self, path: str, name: str, header: RrHeader, layout: Layout) -> None:
+        self._path, self._name, self._header, self._layout = path, name, header, layout
+        self._events = array("q")  # each image's frame index: 8 bytes a frame
+        first: XsaveImage | None = None
+        self._held = 0
+        for frame in iter_xsave_frames(path, header):
+            image = _image(frame, header, layout, name)  # refuses a bad frame now
+            self._events.append(frame.index)
+            self._held |= sum(1 << i for i in image.offsets)
+            if first is None:
+                first = image
+        if first is None:
+            raise InputError(name, "no frame of the events file carries XSAVE data")
+        self._first = first
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[XsaveImage]:
+        yield self._first
+        count = 1
+        frames = iter_xsave_frames(self._path, self._header)
+        next(frames, None)  # the first, held
+        for frame in frames:
+            if count >= len(self._events) or frame.index != self._events[count]:
+                break
+            yield _image(frame, self._header, self._layout, self._name)
+            count += 1
+        else:
+            if count == len(self._events):
+                return
+        raise InputError(
+            self._name, "the events file changed while it was read: its frames are not the same"
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> XsaveImage: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[XsaveImage]: ...
+    def __getitem__(self, index: int | slice) -> XsaveImage | Sequence[XsaveImage]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if index == 0:
+            return self._first
+        for at, image in enumerate(self):  # read up to it: nothing indexes far in a trace
+            if at == index:
+                return image
+        raise IndexError(index)
+
+    def event_ids(self) -> list[int]:
+        """Each image's frame index, without reading the events again."""
+        return list(self._events)
+
+    def held_components(self) -> int:
+        """The components any image has space for, without reading the events again."""
+        return self._held
 
 
 def _image(frame: RrFrame, header: RrHeader, layout: Layout, name: str) -> XsaveImage:

@@ -4,8 +4,10 @@ through the one source reader (sources/open.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import overload
 
 from xcr0tool.arch import offsets as at
 from xcr0tool.arch.components import BY_NAME, EXTENDED_START, SUPERVISOR_MASK, describe_mask
@@ -14,7 +16,7 @@ from xcr0tool.arch.offsets import read_u32, read_u64
 from xcr0tool.arch.xcr0 import check_xcr0, is_xcr0, least_xcr0
 from xcr0tool.errors import HostUnavailable, InputError, LayoutError
 from xcr0tool.layouts.choose import build_image
-from xcr0tool.model.image import HostFallback, xcr0_word_problem
+from xcr0tool.model.image import HostFallback, XsaveImage, xcr0_word_problem
 from xcr0tool.model.layout import LEGACY_BITS, Layout
 from xcr0tool.model.sigframe import signal_frame_info
 from xcr0tool.ops.validate.model import ALL_ONES, CPU, SIGRETURN, XRSTOR, Subject, Target
@@ -182,7 +184,7 @@ def load_subjects(
     layout_option: str | None = None,
     xcr0: int | None = None,
     warnings: list[str] | None = None,
-) -> list[Subject]:
+) -> Sequence[Subject]:
     """The images of a source, as subjects, read by the one source reader
     (sources/open.py: files, `-` with a raw image or a core piped in, cores, processes,
     self). Raw images are taken whatever their header says: a header XRSTOR would fault
@@ -201,7 +203,34 @@ def load_subjects(
         result = images_of(found, explicit, xcr0)
         if warnings is not None:
             warnings.extend(result.warnings)
-        return [Subject(image.data, image.origin, image) for image in result.images]
+        if isinstance(result.images, list):
+            return [Subject(image.data, image.origin, image) for image in result.images]
+        return SubjectsOf(result.images)  # an rr trace's frames, read at each iteration
+
+
+class SubjectsOf(Sequence[Subject]):
+    """The images of a sequence read again at each iteration (sources/rrtrace.py's
+    TraceImages), as subjects: made as they are iterated, never held."""
+
+    def __init__(self, images: Sequence[XsaveImage]) -> None:
+        self._images = images
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __iter__(self) -> Iterator[Subject]:
+        for image in self._images:
+            yield Subject(image.data, image.origin, image)
+
+    @overload
+    def __getitem__(self, index: int) -> Subject: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Subject]: ...
+    def __getitem__(self, index: int | slice) -> Subject | Sequence[Subject]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        image = self._images[index]
+        return Subject(image.data, image.origin, image)
 
 
 def subject_from_bytes(
