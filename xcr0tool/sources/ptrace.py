@@ -20,9 +20,10 @@ How a read goes, and why:
   size. The regset is made of 8-byte units: iov_len must be a multiple of 8.
 * Every seized thread is detached whatever happens: success, an error, a thread that
   dies half-way (ESRCH: skipped and noted), KeyboardInterrupt. SIGINT is held off
-  while threads are attached and raised again once all are detached. PTRACE_DETACH
-  only works on a stopped thread, so a thread that is slow to stop (blocked in
-  vfork(), or in an uninterruptible sleep) is waited for even after Ctrl-C.
+  while threads are attached and released once all are detached, to do what its
+  disposition says: a Ctrl-C raises KeyboardInterrupt then. PTRACE_DETACH only works
+  on a stopped thread, so a thread that is slow to stop (blocked in vfork(), or in an
+  uninterruptible sleep) is waited for even after Ctrl-C.
 
 Known and unavoidable (gdb and strace share it): an interrupted epoll_wait() or an
 inotify read() in the target returns EINTR instead of restarting (ptrace(2), BUGS).
@@ -222,12 +223,18 @@ def explain_refusal(
 
 
 class _DeferSigint:
-    """Hold SIGINT off while threads are attached; raise it again once they are not.
+    """Hold SIGINT off while threads are attached; release it once they are not.
 
     Blocking the signal in this thread covers a single-threaded program. In a program
     with other threads the kernel may hand SIGINT to one of them and Python would then
     raise KeyboardInterrupt here, in the main thread, at any point: so when we run in
     the main thread the Python-level handler is swapped for a recorder too.
+
+    A held SIGINT is not a Ctrl-C to act on here: only its disposition, once released,
+    says what it is. The kernel queues a blocked signal even when it is ignored
+    (kernel/signal.c, sig_ignored(): "Blocked signals are never ignored"), and a
+    non-interactive shell starts its background jobs with SIGINT ignored; a caller may
+    have it blocked, or a handler that only takes note. So nothing is skipped for it.
     """
 
     def __init__(self) -> None:
@@ -239,11 +246,18 @@ class _DeferSigint:
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.caught = True
 
-    def pending(self) -> bool:
-        return self.caught or signal.SIGINT in signal.sigpending()
-
     def __enter__(self) -> _DeferSigint:
-        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # reads the mask only
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        except BaseException:
+            # pthread_sigmask() runs the handlers of signals that came before it, after
+            # changing the mask (CPython's signal_pthread_sigmask_impl calls
+            # PyErr_CheckSignals): a Ctrl-C just before it raises here with SIGINT
+            # already blocked. Nothing is attached yet; unblock, or it stays held.
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            raise
+        self._old_mask = old_mask
         if threading.current_thread() is threading.main_thread():
             handler = signal.getsignal(signal.SIGINT)
             if handler not in (None, signal.SIG_IGN):
@@ -260,7 +274,8 @@ class _DeferSigint:
     ) -> None:
         if self._swapped:
             signal.signal(signal.SIGINT, self._old_handler)
-        # Unblocking delivers a held SIGINT to the original handler right here.
+        # Unblocking delivers a held SIGINT to the original handler right here (an
+        # ignored one is dropped; one the caller blocks stays pending for the caller).
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         if self.caught:
             signal.raise_signal(signal.SIGINT)
@@ -491,15 +506,18 @@ def read_process_xstate(pid: int, name: str, notes: list[str] | None = None) -> 
 
     session = _Session(tgid, name, notes)
     results: list[LiveThread] = []
-    with _DeferSigint() as sigint:
+    # The reads are done even with a SIGINT held: they take microseconds a thread, and a
+    # held SIGINT may be one this program does not act on (see _DeferSigint); skipping
+    # them for it read nothing and said "the process has exited". A Ctrl-C still
+    # raises KeyboardInterrupt once every thread is detached, and the reads are dropped.
+    with _DeferSigint():
         try:
             session.attach_all()
-            if not sigint.pending():  # Ctrl-C: skip the reads, detach, then raise
-                for tracee in session.tracees.values():
-                    if tracee.state == _STOPPED:
-                        data = session.read(tracee)
-                        if data is not None:
-                            results.append(LiveThread(tracee.tid, data))
+            for tracee in session.tracees.values():
+                if tracee.state == _STOPPED:
+                    data = session.read(tracee)
+                    if data is not None:
+                        results.append(LiveThread(tracee.tid, data))
         finally:
             session.detach_all()
     if not results:
