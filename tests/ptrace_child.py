@@ -25,7 +25,7 @@ from paths import REPO
 
 from xcr0tool.sources import cpu
 
-SLOT_CHURN, SLOT_SIGUSR1, SLOT_VFORK = 500, 501, 502
+SLOT_CHURN, SLOT_SIGUSR1, SLOT_VFORK, SLOT_RELEASE = 500, 501, 502, 503
 
 CHILD_C = r"""
 #define _GNU_SOURCE
@@ -45,7 +45,7 @@ CHILD_C = r"""
 #include <unistd.h>
 
 enum { ISA_SSE, ISA_AVX, ISA_AVX512 };
-enum { SLOT_CHURN = 500, SLOT_SIGUSR1 = 501, SLOT_VFORK = 502 };
+enum { SLOT_CHURN = 500, SLOT_SIGUSR1 = 501, SLOT_VFORK = 502, SLOT_RELEASE = 503 };
 
 static volatile uint64_t *counters;
 static int isa;
@@ -126,14 +126,20 @@ static void *churn_main(void *arg) {
 }
 
 /* A thread blocked in vfork() cannot stop until the vfork child is gone: a real
- * way (posix_spawn does this) to keep a tracer waiting with threads attached. */
+ * way (posix_spawn does this) to keep a tracer waiting with threads attached. The
+ * vfork child goes when the test says so (SLOT_RELEASE), not after a fixed time that
+ * a loaded machine may spend before the tracer is even there; vfork_seconds bounds
+ * it for a test that never says so. */
 static int vfork_seconds;
 static int vfork_child(void *arg) {
     (void)arg;
     static const char msg[] = "vfork-blocked\n";
     if (write(1, msg, sizeof msg - 1) < 0) syscall(SYS_exit, 1);
-    struct timespec ts = {vfork_seconds, 0};
-    nanosleep(&ts, NULL);
+    static const struct timespec tick = {0, 10000000};
+    for (long i = 0; i < vfork_seconds * 100L; i++) {
+        if (__atomic_load_n(&counters[SLOT_RELEASE], __ATOMIC_RELAXED)) break;
+        nanosleep(&tick, NULL);
+    }
     syscall(SYS_exit, 0);
     return 0;
 }
@@ -301,6 +307,12 @@ class Child:
             handle.seek(8 * slot)
             return int(struct.unpack("<Q", handle.read(8))[0])
 
+    def release_vfork(self) -> None:
+        """Let the vfork child (`vfork SECONDS`) exit, and so the vfork() return."""
+        with open(self.counter_file, "r+b") as handle:
+            handle.seek(8 * SLOT_RELEASE)
+            handle.write(struct.pack("<Q", 1))
+
     def tasks(self) -> list[int]:
         return sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
 
@@ -333,6 +345,7 @@ class Child:
         )
 
     def stop(self) -> None:
+        self.release_vfork()  # a vfork child outlives a killed parent: let it go too
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
@@ -399,23 +412,35 @@ print("read", len(threads))
 """
 
 
+# How a program in a terminal's foreground meets Ctrl-C: SIGINT neither ignored nor
+# blocked, and Python's own handler, which raises KeyboardInterrupt. Set, not inherited:
+# pytest started as a background job of a non-interactive shell (`pytest &`, `.ci/run &`)
+# has SIGINT ignored (POSIX, Shell Command Language 2.11), an ignored signal stays
+# ignored across exec, and Python then installs no handler of its own.
+FOREGROUND = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+"""
+
+
 def reader_held_by_vfork(
-    spawn: Spawn, threads: int, script: str = READER
+    spawn: Spawn, threads: int, script: str = READER, prelude: str = FOREGROUND
 ) -> tuple[Child, subprocess.Popen[str]]:
     """A child with a thread blocked in vfork(), and a `script` reading it in another
-    process: attached, and kept waiting for that thread to stop."""
-    child = spawn(threads, "sse", "vfork", "2")
+    process (after `prelude`, which sets how it takes SIGINT): attached to every thread
+    and waiting for that one to stop, which it cannot until `child.release_vfork()`."""
+    child = spawn(threads, "sse", "vfork", "60")
     child.read_until(lambda: "vfork-blocked" in child.lines)
-    # Ctrl-C reaches a terminal's foreground job, whose SIGINT is at its default. The
-    # suite may run with SIGINT ignored (a shell's background job: `.ci/run &`), and an
-    # ignored signal is inherited across exec: Python would then leave it ignored.
-    foreground = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
     reader = subprocess.Popen(
-        [sys.executable, "-c", foreground + script, str(child.pid)],
+        [sys.executable, "-c", prelude + script, str(child.pid)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    child.wait_for(lambda: child.status(child.pid, "TracerPid") == str(reader.pid), "the attach")
+    child.wait_for(
+        lambda: all(child.status(t, "TracerPid") == str(reader.pid) for t in child.tasks()),
+        "the reader to attach to every thread",
+    )
     return child, reader

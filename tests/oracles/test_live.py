@@ -232,6 +232,7 @@ def test_sigint_during_the_read(spawn: Spawn) -> None:
     child, reader = reader_held_by_vfork(spawn, 2, CLI_READER)
     reader.send_signal(signal.SIGINT)
     reader.send_signal(signal.SIGINT)
+    child.release_vfork()
     out, err = reader.communicate(timeout=30)
     assert out.splitlines()[-1] == "exit 130 0", (out, err)
     assert "Traceback" not in err

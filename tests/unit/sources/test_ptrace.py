@@ -17,6 +17,7 @@ import signal
 import struct
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -278,7 +279,8 @@ def test_main_thread_exited(spawn: Spawn) -> None:
 def test_slow_thread_signals_are_delivered(spawn: Spawn) -> None:
     """A thread blocked in vfork() stops late; a signal sent meanwhile still arrives."""
     child, reader = reader_held_by_vfork(spawn, 2)
-    os.kill(child.pid, signal.SIGUSR1)
+    os.kill(child.pid, signal.SIGUSR1)  # queued by the time kill() returns
+    child.release_vfork()
     out, err = reader.communicate(timeout=30)
     assert reader.returncode == 0, err
     assert out.split() == ["read", "3"]  # worker 0 (the main thread), worker 1, the vfork thread
@@ -288,18 +290,33 @@ def test_slow_thread_signals_are_delivered(spawn: Spawn) -> None:
     child.assert_runs_on()
 
 
+def sigint_held(pid: int) -> bool:
+    """SIGINT is pending in process `pid`: blocked, not yet delivered (kill(2) makes it
+    pending for the whole process, ShdPnd in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigPnd", "ShdPnd") and int(value, 16) >> (signal.SIGINT - 1) & 1:
+            return True
+    return False
+
+
 @pytest.mark.slow
 def test_sigint_while_attached(spawn: Spawn) -> None:
     """Ctrl-C during the read: every thread is detached first, then KeyboardInterrupt."""
     child, reader = reader_held_by_vfork(spawn, 2)
-    # The reader is now attached and waiting for the vfork thread to stop. Press
-    # Ctrl-C twice: a reader that let the first one through would be cleaning up
-    # (waiting to detach) when the second one hits it.
+    # The reader is attached to every thread and waits for the vfork thread to stop,
+    # which it cannot before release_vfork(). Press Ctrl-C twice: a reader that let the
+    # first one through would be cleaning up (waiting to detach) when the second one
+    # hits it.
     (blocked,) = set(child.tasks()) - set(child.workers.values())
     reader.send_signal(signal.SIGINT)
     time.sleep(0.3)
     assert child.status(blocked, "TracerPid") == str(reader.pid)
     reader.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert child.status(blocked, "TracerPid") == str(reader.pid)
+    assert sigint_held(reader.pid)  # held off while attached, not taken and lost
+    child.release_vfork()
     out, err = reader.communicate(timeout=30)
     assert reader.returncode == 3, (out, err)
     word, tracers = out.split()
@@ -307,6 +324,77 @@ def test_sigint_while_attached(spawn: Spawn) -> None:
     assert set(tracers.split(",")) == {"0"}
     child.assert_untraced()
     child.assert_runs_on()
+
+
+# A SIGINT the reader does not act on, and what it must print (stdout, stderr) then.
+NOT_ACTED_ON = {
+    # as a background job of a non-interactive shell starts (`xcr0tool ... &` in a script)
+    "ignored": (
+        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n",
+        "read 3\n",
+        "",
+    ),
+    # blocked by the caller: still pending for it when the read returns
+    "blocked": (
+        "import atexit, signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        "atexit.register(lambda: print('pending', signal.SIGINT in signal.sigpending()))\n",
+        "read 3\npending True\n",
+        "",
+    ),
+    # a handler that takes note and carries on: called once, after the detach
+    "noted": (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, lambda *_: print('noted', file=sys.stderr))\n",
+        "read 3\n",
+        "noted\n",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("disposition", sorted(NOT_ACTED_ON))
+def test_sigint_not_acted_on_leaves_the_read_alone(spawn: Spawn, disposition: str) -> None:
+    """A SIGINT that comes while attached but that the program ignores, blocks or only
+    notes is not a Ctrl-C: the read completes, and the signal then does what its
+    disposition says. (The kernel queues a blocked signal even when it is ignored.)"""
+    prelude, want_out, want_err = NOT_ACTED_ON[disposition]
+    child, reader = reader_held_by_vfork(spawn, 2, prelude=prelude)
+    reader.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert sigint_held(reader.pid)  # still attached, the signal held off
+    child.release_vfork()
+    out, err = reader.communicate(timeout=30)
+    assert (reader.returncode, out, err) == (0, want_out, want_err)
+    assert child.counter(SLOT_VFORK) == 1
+    child.assert_untraced()
+    child.assert_runs_on()
+
+
+def test_sigint_as_the_read_starts(spawn: Spawn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that came just before the read blocks SIGINT raises KeyboardInterrupt
+    from that very pthread_sigmask() call, with SIGINT already blocked (CPython runs
+    pending handlers after changing the mask): nothing is attached, and SIGINT is not
+    left blocked, or every later Ctrl-C of the caller would be held for ever."""
+    child = spawn(2)
+    real = signal.pthread_sigmask
+
+    def late_ctrl_c(how: int, mask: Iterable[int]) -> set[signal.Signals]:
+        mask = set(mask)
+        old = real(how, mask)
+        if how == signal.SIG_BLOCK and signal.SIGINT in mask:
+            raise KeyboardInterrupt
+        return old
+
+    before = real(signal.SIG_BLOCK, ())
+    monkeypatch.setattr(signal, "pthread_sigmask", late_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            read_process_xstate(child.pid, f"pid:{child.pid}")
+        assert real(signal.SIG_BLOCK, ()) == before
+    finally:
+        real(signal.SIG_SETMASK, before)
+    child.assert_untraced()
 
 
 @pytest.mark.slow
