@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 from itertools import zip_longest
-from typing import overload
 
 from xcr0tool.arch import legacy
 from xcr0tool.arch.components import LEGACY_SIZE, component, is_extended
@@ -37,6 +36,7 @@ from xcr0tool.model.registers import (  # the lanes are the register model's
     registers,
     select,
 )
+from xcr0tool.model.reread import Reread
 from xcr0tool.sources.open import SourceResult
 
 STATE, RAW = "state", "raw"
@@ -316,7 +316,7 @@ class DiffResult:
 _STATUSES = tuple(DiffStatus)
 
 
-class StreamedPairs(Sequence[ThreadDiff]):
+class StreamedPairs(Reread[ThreadDiff]):
     """The pairs of two sources of which one is an rr trace whose images are read again at
     each iteration (sources/rrtrace.py's TraceImages): compared once for their statuses,
     which is all that is held (a byte a pair), and again as they are iterated, so that
@@ -351,22 +351,6 @@ class StreamedPairs(Sequence[ThreadDiff]):
 
     def __iter__(self) -> Iterator[ThreadDiff]:
         return self._pairs(self._status)
-
-    @overload
-    def __getitem__(self, index: int) -> ThreadDiff: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[ThreadDiff]: ...
-    def __getitem__(self, index: int | slice) -> ThreadDiff | Sequence[ThreadDiff]:
-        if isinstance(index, slice):
-            return list(self)[index]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        for at, pair in enumerate(self):  # compared up to it: nothing indexes far in
-            if at == index:
-                return pair
-        raise IndexError(index)
 
 
 def _thread(source: SourceResult, tid: int) -> XsaveImage:

@@ -28,6 +28,7 @@ from xcr0tool.formats.rr import (
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.model.image import XsaveImage
 from xcr0tool.model.layout import Layout, layout_from_cpuid
+from xcr0tool.model.reread import Reread
 
 __all__ = [
     "RrHeader",
@@ -117,7 +118,7 @@ def _one_frame(
     )
 
 
-class TraceImages(Sequence[XsaveImage]):
+class TraceImages(Reread[XsaveImage]):
     """Every frame's image of a trace, as a sequence that holds only their frame indices
     (and the first image): each iteration reads the events file again. A trace of 20,000
     signal frames is 20,000 XSAVE images of up to 11 KiB (AMX), and each image decoded or
@@ -165,18 +166,9 @@ class TraceImages(Sequence[XsaveImage]):
     @overload
     def __getitem__(self, index: slice) -> Sequence[XsaveImage]: ...
     def __getitem__(self, index: int | slice) -> XsaveImage | Sequence[XsaveImage]:
-        if isinstance(index, slice):
-            return list(self)[index]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        if index == 0:
+        if index == 0:  # held: a summary and the layout ask for it without a pass
             return self._first
-        for at, image in enumerate(self):  # read up to it: nothing indexes far in a trace
-            if at == index:
-                return image
-        raise IndexError(index)
+        return super().__getitem__(index)
 
     def event_ids(self) -> list[int]:
         """Each image's frame index, without reading the events again."""
