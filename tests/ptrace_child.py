@@ -169,10 +169,11 @@ int main(int argc, char **argv) {
     if (counters == MAP_FAILED) { perror("mmap"); return 2; }
     int n = atoi(argv[2]);
     isa = !strcmp(argv[3], "avx512") ? ISA_AVX512 : !strcmp(argv[3], "avx") ? ISA_AVX : ISA_SSE;
-    int churners = 0, leader_exit = 0;
+    int churners = 0, leader_exit = 0, vfork_in_main = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "churn")) churners = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "vfork")) vfork_seconds = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "vfork-main")) vfork_seconds = atoi(argv[i + 1]), vfork_in_main = 1;
         if (!strcmp(argv[i], "leader-exit")) leader_exit = atoi(argv[i + 1]);
     }
     struct sigaction sa;
@@ -187,10 +188,11 @@ int main(int argc, char **argv) {
         pthread_create(&t, NULL, worker_main, &workers[i]);
     }
     for (int i = 0; i < churners; i++) { pthread_t t; pthread_create(&t, NULL, churn_main, NULL); }
-    if (vfork_seconds) { pthread_t t; pthread_create(&t, NULL, vfork_main, NULL); }
+    if (vfork_seconds && !vfork_in_main) { pthread_t t; pthread_create(&t, NULL, vfork_main, NULL); }
     printf("ready\n");
     fflush(stdout);
     if (leader_exit) pthread_exit(NULL);
+    if (vfork_in_main) vfork_main(NULL); /* the main thread is the one that cannot stop */
     worker_main(&workers[0]);
     return 0;
 }
@@ -275,8 +277,8 @@ class Child:
         self.isa = isa
         self.lines: list[str] = []
         self.workers: dict[int, int] = {}  # worker index -> tid
-        leader_exit = "leader-exit" in extra
-        want = threads - 1 if leader_exit else threads
+        main_not_a_worker = "leader-exit" in extra or "vfork-main" in extra
+        want = threads - 1 if main_not_a_worker else threads
         self.read_until(lambda: len(self.workers) == want and "ready" in self.lines)
         indices = list(self.workers)
         self.wait_for(lambda: all(self.counter(i) > 0 for i in indices), "workers to start")
@@ -425,12 +427,17 @@ signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def reader_held_by_vfork(
-    spawn: Spawn, threads: int, script: str = READER, prelude: str = FOREGROUND
+    spawn: Spawn,
+    threads: int,
+    script: str = READER,
+    prelude: str = FOREGROUND,
+    in_main: bool = False,
 ) -> tuple[Child, subprocess.Popen[str]]:
-    """A child with a thread blocked in vfork(), and a `script` reading it in another
-    process (after `prelude`, which sets how it takes SIGINT): attached to every thread
-    and waiting for that one to stop, which it cannot until `child.release_vfork()`."""
-    child = spawn(threads, "sse", "vfork", "60")
+    """A child with a thread blocked in vfork() (its main thread if `in_main`, which is
+    then no worker), and a `script` reading it in another process (after `prelude`,
+    which sets how it takes SIGINT): attached to every thread and waiting for that one
+    to stop, which it cannot until `child.release_vfork()`."""
+    child = spawn(threads, "sse", "vfork-main" if in_main else "vfork", "60")
     child.read_until(lambda: "vfork-blocked" in child.lines)
     reader = subprocess.Popen(
         [sys.executable, "-c", prelude + script, str(child.pid)],

@@ -373,7 +373,8 @@ class _Session:
         Polls every pending thread rather than blocking on one: when the process is
         killed, its main thread cannot be reaped before the other threads are, and
         those are zombies that only we, their tracer, can reap; blocking on the main
-        thread first would deadlock.
+        thread first would deadlock. Threads that had already stopped die too, and
+        are reaped by `dead_leader` when the main thread is the one still pending.
         """
         delay = _POLL_MIN
         while True:
@@ -381,14 +382,41 @@ class _Session:
             if not pending:
                 return
             changed = [self.poll(t) for t in pending]  # poll all: no short-circuit
-            if any(changed):
+            if any(changed) or self.dead_leader(pending):
                 delay = _POLL_MIN
                 continue
             time.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 
+    def dead_leader(self, pending: list[_Tracee]) -> bool:
+        """The main thread is pending but dead: make progress possible; True if done.
+
+        A dead main thread is not reported while other threads remain (the kernel's
+        delay_group_leader()). If the process was killed while the main thread had not
+        stopped yet (blocked in vfork(), or not yet scheduled), the threads that had
+        stopped are zombies too, and only we can reap them: polling only the pending
+        ones waited for ever. If every other thread is alive in our stop ('t': SIGKILL
+        wakes every thread of the process as it is sent, complete_signal()), the main
+        thread exited alone (pthread_exit) and is skipped, as seize() skips one.
+        """
+        leader = self.tracees.get(self.pid)
+        if leader is None or pending != [leader]:
+            return False
+        if not _is_dead(f"/proc/{self.pid}/task/{self.pid}"):
+            return False
+        stopped = [t for t in self.tracees.values() if t.state == _STOPPED]
+        changed = [self.poll(t) for t in stopped]  # poll all: no short-circuit
+        if any(changed):
+            return True
+        states = [_stat_fields(f"/proc/{self.pid}/task/{t.tid}") for t in stopped]
+        if all(fields is not None and fields[0] == "t" for fields in states):
+            leader.state = _GONE
+            self.note(f"thread {self.pid} has exited (zombie); skipped")
+            return True
+        return False  # others still on their way out: poll again
+
     def poll(self, tracee: _Tracee) -> bool:
-        """One non-blocking waitpid for a running or dying tracee; True if it changed."""
+        """One non-blocking waitpid for a tracee not yet known gone; True if it changed."""
         try:
             tid, status = os.waitpid(tracee.tid, WALL | os.WNOHANG)
         except ChildProcessError:
@@ -406,7 +434,7 @@ class _Session:
                 # event can occur.
                 tracee.inject = os.WSTOPSIG(status) if status >> 16 == 0 else 0
             return True
-        killed = tracee.state == _DYING
+        killed = tracee.state in (_DYING, _STOPPED)  # a stopped thread cannot exit itself
         tracee.state = _GONE
         how = "was killed" if killed else "exited"
         self.note(f"thread {tracee.tid} {how} during the read; skipped")

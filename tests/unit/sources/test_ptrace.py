@@ -414,6 +414,27 @@ def test_process_killed_during_the_read(spawn: Spawn) -> None:
     assert child.proc.wait(timeout=10) == -signal.SIGKILL
 
 
+@pytest.mark.slow
+def test_process_killed_before_its_main_thread_stopped(spawn: Spawn) -> None:
+    """SIGKILL while the other threads have stopped and the main thread has not: the
+    dead main thread is not reported before they are reaped, and they are zombies only
+    the reader can reap. A reader that polled only the threads it still waited for
+    (the main thread) waited for ever, its SIGINT held off: seen under load."""
+    child, reader = reader_held_by_vfork(spawn, 3, in_main=True)
+    workers = list(child.workers.values())
+    child.wait_for(
+        lambda: all(child.status(t, "State").startswith("t") for t in workers), "the stops"
+    )
+    time.sleep(0.3)  # the reader collects those stops (it polls every 20 ms at most)
+    child.proc.kill()
+    out, err = reader.communicate(timeout=30)
+    assert (reader.returncode, out.strip()) == (
+        4,
+        f"pid:{child.pid}: the process has exited; nothing to read",
+    ), err
+    assert child.proc.wait(timeout=10) == -signal.SIGKILL
+
+
 # ---------------------------------------------------------------- refusals
 
 
