@@ -8,10 +8,10 @@ frames, each in a fresh process, the peak RSS of each read by wait4. Before, the
 every frame's image and then its whole JSON or text: 13 KiB a frame for the summary,
 38 KiB for --json, 100 KiB for text, 25 KiB for diff, 15 KiB for validate (AMX images of
 11,008 bytes). Now what stays is a summary line a frame (about 600 bytes) and a frame
-index or a status. The bound, 2 KiB a frame (8 MiB over the 4,000 frames between), is
+index or a status. The bound, 2 KiB a frame (4.7 MiB over the 2,400 frames between), is
 3 times that and 6 times under the old cheapest form; it would also catch holding each
 frame's XSAVE bytes on a machine with AVX-512 (2,696 bytes) or AMX. Other machines'
-allocators and Python versions move a peak by a MiB or two, not by eight: measured here,
+allocators and Python versions move a peak by a MiB or two, not by five: measured here,
 the growth from 2,000 to 20,000 frames is under 1 MiB for text and --json, 2.5 MiB for
 diff and validate, 11 MiB for the summary. Each test runs where xdist puts it (the
 traces cost a tenth of a second to make).
@@ -28,7 +28,7 @@ import make_rr_trace as mk
 import pytest
 from paths import REPO
 
-SMALL, BIG = 1_000, 5_000
+SMALL, BIG = 600, 3_000
 PER_FRAME = 2048  # bytes of peak RSS a frame may add (the module's docstring: why)
 
 
