@@ -3,10 +3,10 @@ CPU or the kernel would do with it), with the source's warnings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import overload
 
+from xcr0tool.model.reread import Mapped
 from xcr0tool.ops.validate import CPU, XRSTOR, Report, Subject
 
 Item = tuple[Subject, Report]
@@ -32,34 +32,17 @@ def accepted_flags(items: Sequence[Item]) -> list[bool]:
     return [report.accepted for _, report in items]
 
 
-class StreamedChecks(Sequence[Item]):
+class StreamedChecks(Mapped[Item]):
     """The subjects of an rr trace's frames with their reports: checked once for whether
     each is accepted (all that is held: a byte a frame), checked again as iterated, so
     that no frame's image or report is held."""
 
     def __init__(self, subjects: Sequence[Subject], check: Callable[[Subject], Report]) -> None:
-        self._subjects, self._check = subjects, check
+        super().__init__(subjects, lambda subject: (subject, check(subject)))
         self._accepted = bytearray(check(s).accepted for s in subjects)
 
     def accepted(self) -> list[bool]:
         return [bool(flag) for flag in self._accepted]
-
-    def __len__(self) -> int:
-        return len(self._accepted)
-
-    def __iter__(self) -> Iterator[Item]:
-        for subject in self._subjects:
-            yield subject, self._check(subject)
-
-    @overload
-    def __getitem__(self, index: int) -> Item: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Item]: ...
-    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
-        if isinstance(index, slice):
-            return list(self)[index]
-        subject = self._subjects[index]
-        return subject, self._check(subject)
 
 
 def check_source(

@@ -4,10 +4,9 @@ through the one source reader (sources/open.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import overload
 
 from xcr0tool.arch import offsets as at
 from xcr0tool.arch.components import BY_NAME, EXTENDED_START, SUPERVISOR_MASK, describe_mask
@@ -18,6 +17,7 @@ from xcr0tool.errors import HostUnavailable, InputError, LayoutError
 from xcr0tool.layouts.choose import build_image
 from xcr0tool.model.image import HostFallback, XsaveImage, xcr0_word_problem
 from xcr0tool.model.layout import LEGACY_BITS, Layout
+from xcr0tool.model.reread import Mapped
 from xcr0tool.model.sigframe import signal_frame_info
 from xcr0tool.ops.validate.model import ALL_ONES, CPU, SIGRETURN, XRSTOR, Subject, Target
 
@@ -204,33 +204,12 @@ def load_subjects(
         if warnings is not None:
             warnings.extend(result.warnings)
         if isinstance(result.images, list):
-            return [Subject(image.data, image.origin, image) for image in result.images]
-        return SubjectsOf(result.images)  # an rr trace's frames, read at each iteration
+            return [_subject(image) for image in result.images]
+        return Mapped(result.images, _subject)  # an rr trace's frames, read at each pass
 
 
-class SubjectsOf(Sequence[Subject]):
-    """The images of a sequence read again at each iteration (sources/rrtrace.py's
-    TraceImages), as subjects: made as they are iterated, never held."""
-
-    def __init__(self, images: Sequence[XsaveImage]) -> None:
-        self._images = images
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def __iter__(self) -> Iterator[Subject]:
-        for image in self._images:
-            yield Subject(image.data, image.origin, image)
-
-    @overload
-    def __getitem__(self, index: int) -> Subject: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Subject]: ...
-    def __getitem__(self, index: int | slice) -> Subject | Sequence[Subject]:
-        if isinstance(index, slice):
-            return list(self)[index]
-        image = self._images[index]
-        return Subject(image.data, image.origin, image)
+def _subject(image: XsaveImage) -> Subject:
+    return Subject(image.data, image.origin, image)
 
 
 def subject_from_bytes(
